@@ -24,6 +24,11 @@ const (
 	OnOutboxErrorReject = "reject"
 )
 
+// MaxCaptureLimit is the largest max_capture_bytes Validate accepts. A
+// matched exchange holds up to max_capture_bytes of each body in memory
+// until its events are committed, per request in flight.
+const MaxCaptureLimit = 64 << 20
+
 // Config is the `proxy:` section of the configuration file.
 type Config struct {
 	Listen          string        `yaml:"listen"`
@@ -64,6 +69,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxCaptureBytes < 0 {
 		bad("max_capture_bytes", "must be 0 or more, got %d", c.MaxCaptureBytes)
+	} else if c.MaxCaptureBytes > MaxCaptureLimit {
+		bad("max_capture_bytes", "must be at most %d (64 MiB): every tapped exchange in flight may hold this much per body, got %d",
+			MaxCaptureLimit, c.MaxCaptureBytes)
 	}
 	if c.UpstreamTimeout <= 0 {
 		bad("upstream_timeout", "must be a positive duration such as 30s, got %s", c.UpstreamTimeout)

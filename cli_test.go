@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestCLI(t *testing.T) {
+	broken := "testdata/config/validate-errors.yaml"
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   string // substring
+		stderrRE string // substring
+	}{
+		{"version", []string{"version"}, 0, "eventtap ", ""},
+		{"no command", nil, 2, "", "Usage:"},
+		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"validate ok", []string{"validate", "--config", "config.example.yaml"}, 0, "config.example.yaml: ok (4 rules from inline)", ""},
+		{"validate needs config", []string{"validate"}, 2, "", "--config FILE is required"},
+		{"validate broken", []string{"validate", "--config", broken}, 1, "", broken + ":2:3: proxy.listen:"},
+		{"validate missing file", []string{"validate", "--config", "nope.yaml"}, 1, "", "nope.yaml:1:1: cannot read the configuration file"},
+		{"serve refuses broken", []string{"serve", "--config", broken}, 1, "", "refusing to start"},
+		{"rules test", []string{"rules", "test", "--config", "config.example.yaml", "--exchange", "testdata/exchange-create.json"}, 0,
+			"rule order-created emits ORDER_CREATED for subject \"17\"", ""},
+		{"rules test no match", []string{"rules", "test", "--config", "config.example.yaml", "--exchange", "testdata/exchange-other.json"}, 0,
+			"no rule's method and path match", ""},
+		{"rules test needs exchange", []string{"rules", "test", "--config", "config.example.yaml"}, 2, "", "--exchange EX.json is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCLI(tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.stdout) || !strings.Contains(errOut, tt.stderrRE) {
+				t.Errorf("eventtap %v: exit %d, stdout %q, stderr %q; want exit %d, stdout ~ %q, stderr ~ %q",
+					tt.args, code, out, errOut, tt.code, tt.stdout, tt.stderrRE)
+			}
+		})
+	}
+	// serve prints the same problems validate does.
+	_, _, v := runCLI("validate", "--config", broken)
+	_, _, s := runCLI("serve", "--config", broken)
+	if !strings.HasPrefix(s, v) {
+		t.Errorf("serve and validate report differently:\nvalidate:\n%s\nserve:\n%s", v, s)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the demo's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDemo(t *testing.T) {
+	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: freeAddr(t), receiver: freeAddr(t)}
+	var out, logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runDemo(ctx, o, &out, &logs) }()
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), what) {
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("demo output lacks %q:\n%s\nlogs:\n%s", what, out.String(), logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("Press Ctrl-C to stop.")
+	resp, err := http.Post("http://"+o.proxy+"/orders", "application/json", strings.NewReader(`{"customer":"ada"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /orders through the demo: %d", resp.StatusCode)
+	}
+	waitFor("receiver: verified ORDER_CREATED")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("demo stopped with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo did not stop within 30s")
+	}
+	if strings.Contains(out.String(), "REJECTED") {
+		t.Errorf("the demo receiver rejected a delivery:\n%s", out.String())
+	}
+}

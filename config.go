@@ -1,0 +1,370 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/eventtap/eventtap/admin"
+	"github.com/eventtap/eventtap/outbox"
+	"github.com/eventtap/eventtap/proxy"
+	"github.com/eventtap/eventtap/rules"
+)
+
+// config is the whole configuration file. Each section belongs to the
+// package that uses it; this file only decodes YAML with positions and asks
+// each package to validate its part.
+type config struct {
+	Proxy    proxy.Config          `yaml:"proxy"`
+	Admin    admin.Config          `yaml:"admin"`
+	Storage  outbox.StorageConfig  `yaml:"storage"`
+	Delivery outbox.DeliveryConfig `yaml:"delivery"`
+	Rules    rules.Config          `yaml:",inline"`
+	Log      logConfig             `yaml:"log"`
+
+	// file is the path the configuration was read from, src its contents
+	// (rules use it to place errors inside multi-line expressions exactly).
+	file string
+	src  []byte
+}
+
+// logConfig is the `log:` section.
+type logConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+func defaultConfig() config {
+	return config{
+		Proxy:    proxy.DefaultConfig(),
+		Admin:    admin.DefaultConfig(),
+		Storage:  outbox.DefaultStorageConfig(),
+		Delivery: outbox.DefaultDeliveryConfig(),
+		Rules:    rules.DefaultConfig(),
+		Log:      logConfig{Level: "info", Format: "json"},
+	}
+}
+
+// Validate reports every problem with c, each message starting with its key.
+func (c logConfig) Validate() error {
+	var errs []error
+	switch c.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("level: must be debug, info, warn or error, got %q", c.Level))
+	}
+	if c.Format != "json" && c.Format != "text" {
+		errs = append(errs, fmt.Errorf("format: must be json or text, got %q", c.Format))
+	}
+	return errors.Join(errs...)
+}
+
+func (c logConfig) slogLevel() slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level))
+	return l
+}
+
+// problem is one positioned configuration error; Error() is
+// "FILE:LINE:COL: message", the format editors and CI annotate.
+type problem struct {
+	file      string
+	line, col int
+	msg       string
+}
+
+func (p *problem) Error() string {
+	return fmt.Sprintf("%s:%d:%d: %s", p.file, p.line, p.col, p.msg)
+}
+
+// loadConfig reads and validates the configuration file at path, with the
+// EVENTTAP_ADMIN_TOKEN override applied. The error, if any, joins one
+// "FILE:LINE:COL: message" problem per line.
+func loadConfig(path string) (config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return config{}, fmt.Errorf("%s:1:1: cannot read the configuration file: %w", path, errors.Unwrap(err))
+	}
+	return parseConfig(path, data, os.Getenv("EVENTTAP_ADMIN_TOKEN"))
+}
+
+// parseConfig decodes data strictly. tokenOverride, when not empty,
+// replaces admin.token.
+func parseConfig(file string, data []byte, tokenOverride string) (config, error) {
+	cfg := defaultConfig()
+	cfg.file, cfg.src = file, data
+	d := &decoder{file: file, keys: map[string]*yaml.Node{}}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return cfg, d.yamlSyntax(err)
+	}
+	if len(root.Content) > 0 {
+		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
+	}
+	if len(d.problems) > 0 {
+		return cfg, errors.Join(d.problems...)
+	}
+	if tokenOverride != "" {
+		cfg.Admin.Token = tokenOverride
+	}
+	sections := []struct {
+		prefix string
+		err    error
+	}{
+		{"proxy", cfg.Proxy.Validate()},
+		{"admin", cfg.Admin.Validate()},
+		{"storage", cfg.Storage.Validate()},
+		{"delivery", cfg.Delivery.Validate()},
+		{"", cfg.Rules.Validate()},
+		{"log", cfg.Log.Validate()},
+	}
+	for _, s := range sections {
+		for _, e := range flatten(s.err) {
+			d.report(s.prefix, e.Error())
+		}
+	}
+	return cfg, errors.Join(d.problems...)
+}
+
+// rulesFilePath resolves rules_file relative to the configuration file's
+// directory, as Prometheus does with rule_files, so that a config and its
+// rules can move together.
+func (c config) rulesFilePath() string {
+	if c.Rules.RulesFile == "" || filepath.IsAbs(c.Rules.RulesFile) {
+		return c.Rules.RulesFile
+	}
+	return filepath.Join(filepath.Dir(c.file), c.Rules.RulesFile)
+}
+
+// compileRules builds the rules engine from the inline rules or rules_file.
+func (c config) compileRules() (*rules.Engine, error) {
+	types := rules.EventTypes(c.Rules.EventTypes)
+	if p := c.rulesFilePath(); p != "" {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s:1:1: cannot read rules_file: %w", p, errors.Unwrap(err))
+		}
+		return rules.CompileFile(p, data, types)
+	}
+	return rules.CompileSource(c.file, c.src, &c.Rules.Rules, types)
+}
+
+// flatten returns the leaves of a tree of joined errors.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// decoder decodes a YAML node tree into config structs, refusing unknown
+// keys and recording where every key is so that validation problems can
+// point at it. It collects every problem instead of stopping at the first.
+type decoder struct {
+	file     string
+	problems []error
+	// keys maps a dotted key path ("proxy.upstream") to its key node.
+	keys map[string]*yaml.Node
+}
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	nodeType     = reflect.TypeOf(yaml.Node{})
+	yamlLineRE   = regexp.MustCompile(`line (\d+)(?:, column (\d+))?: (.*)`)
+)
+
+func (d *decoder) add(n *yaml.Node, format string, args ...any) {
+	line, col := 1, 1
+	if n != nil && n.Line > 0 {
+		line, col = n.Line, n.Column
+	}
+	d.problems = append(d.problems, &problem{file: d.file, line: line, col: col, msg: fmt.Sprintf(format, args...)})
+}
+
+// report places a validation message "key: …" from the section prefix at
+// the position of that key, or of the section when the key is not in the file.
+func (d *decoder) report(prefix, msg string) {
+	key, rest, ok := strings.Cut(msg, ": ")
+	path := key
+	if prefix != "" {
+		path = prefix + "." + key
+	}
+	if n, found := d.keys[path]; ok && found {
+		d.add(n, "%s: %s", path, rest)
+		return
+	}
+	if ok && prefix == "" {
+		d.add(nil, "%s", msg)
+		return
+	}
+	if n, found := d.keys[prefix]; found {
+		d.add(n, "%s.%s", prefix, msg)
+		return
+	}
+	d.add(nil, "%s.%s", prefix, msg)
+}
+
+func (d *decoder) yamlSyntax(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		col := 1
+		if m[2] != "" {
+			col, _ = strconv.Atoi(m[2])
+		}
+		return &problem{file: d.file, line: line, col: col, msg: "YAML syntax: " + m[3]}
+	}
+	return &problem{file: d.file, line: 1, col: 1, msg: "YAML syntax: " + msg}
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if v.Type() == nodeType {
+		v.Set(reflect.ValueOf(*n))
+		return
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // "key:" with no value keeps the default
+	}
+	switch {
+	case v.Type() == durationType:
+		dur, err := time.ParseDuration(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil {
+			d.add(n, "%s: %q is not a duration; use Go syntax such as 200ms, 30s, 5m or 2h", path, n.Value)
+			return
+		}
+		v.SetInt(int64(dur))
+	case v.Kind() == reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case v.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.add(n, "%s: must be a list (for example [a, b] or one \"- item\" per line)", path)
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+		v.Set(s)
+	default:
+		if n.Kind != yaml.ScalarNode {
+			d.add(n, "%s: must be a single %s value, not a %s", path, kindName(v.Kind()), nodeKindName(n.Kind))
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.add(n, "%s: %q is not a valid %s", path, n.Value, kindName(v.Kind()))
+		}
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.add(n, "%s: must be a mapping of keys to values, not a %s", orRoot(path), nodeKindName(n.Kind))
+		return
+	}
+	fields := map[string]reflect.Value{}
+	collectFields(v, fields)
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key := k.Value
+		full := key
+		if path != "" {
+			full = path + "." + key
+		}
+		if seen[key] {
+			d.add(k, "%s: duplicate key; remove one of the two", full)
+			continue
+		}
+		seen[key] = true
+		f, ok := fields[key]
+		if !ok {
+			d.add(k, "%s: unknown key in %s; known keys are %s", full, orRoot(path), knownKeys(fields))
+			continue
+		}
+		d.keys[full] = k
+		d.decode(val, f, full)
+	}
+}
+
+// collectFields maps yaml keys to the settable fields of v, descending into
+// `,inline` structs.
+func collectFields(v reflect.Value, out map[string]reflect.Value) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			collectFields(v.Field(i), out)
+			continue
+		}
+		if name == "" || name == "-" {
+			continue
+		}
+		out[name] = v.Field(i)
+	}
+}
+
+func knownKeys(fields map[string]reflect.Value) string {
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func orRoot(path string) string {
+	if path == "" {
+		return "the top level"
+	}
+	return path
+}
+
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.Bool:
+		return "boolean (true or false)"
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "whole number"
+	case reflect.Float64, reflect.Float32:
+		return "number"
+	case reflect.String:
+		return "string"
+	}
+	return k.String()
+}
+
+func nodeKindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.ScalarNode:
+		return "single value"
+	}
+	return "document"
+}

@@ -1,0 +1,225 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// TestWebhook sends a signed test event to the webhook now, whatever its
+// status, and returns the logged attempt. The test event is not stored as an
+// event and never retried. A refused or failed send is reported in the Log,
+// not as an error.
+func (o *Outbox) TestWebhook(ctx context.Context, id string) (Log, error) {
+	if err := o.use(ctx, func() error { return nil }); err != nil {
+		return Log{}, err
+	}
+	hook := o.webhookCopy(id)
+	if hook == nil {
+		return Log{}, fmt.Errorf("webhook %q: %w", id, ErrNotFound)
+	}
+	now := o.now()
+	evID := newID(eventIDPrefix, 0)
+	payload := appendPayload(nil, evID, hook.Type, now, "test", "webhook-test", []byte(`{"test":true}`), nil)
+	// The send is not under dbMu: it may take up to delivery.timeout and
+	// must not hold up Close.
+	res := o.sender.send(ctx, &hook.Webhook, evID, payload, now)
+	entry := &Log{
+		WebhookID:      id,
+		EventID:        evID,
+		Type:           hook.Type,
+		URL:            hook.URL,
+		CreatedAt:      o.now().UTC(),
+		ResponseStatus: res.status,
+		Request:        string(payload),
+		Attempt:        1,
+		Duration:       res.duration,
+		ResponseBody:   res.body,
+		Succeeded:      res.ok(),
+	}
+	if res.err != nil {
+		entry.Error = res.err.Error()
+	}
+	err := o.use(context.WithoutCancel(ctx), func() error {
+		w := newTxnWriter(o.db)
+		if err := o.writeLog(w, entry); err != nil {
+			w.discard()
+			return err
+		}
+		return w.commit()
+	})
+	if err != nil {
+		return Log{}, fmt.Errorf("outbox: saving the test log: %w", err)
+	}
+	return *entry, nil
+}
+
+// Replay queues, for the webhook, every stored event of its type observed
+// at or after since, and returns how many were queued. Deliveries already
+// pending are left alone (and not counted); delivered or failed ones start
+// over with a fresh retry schedule. They flow through the normal path:
+// ordered per subject, retried, paused while the webhook is DISABLED.
+func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) (int, error) {
+	n := 0
+	err := o.use(ctx, func() error {
+		hook := o.webhookCopy(webhookID)
+		if hook == nil {
+			return fmt.Errorf("webhook %q: %w", webhookID, ErrNotFound)
+		}
+		o.adminMu.Lock()
+		defer o.adminMu.Unlock()
+		now := o.now().UTC()
+		var lanes []laneEntry
+		w := newTxnWriter(o.db)
+		err := o.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
+			defer it.Close()
+			for seekLast(it, prefixEvent); it.ValidForPrefix(prefixEvent); it.Next() {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				var rec eventRecord
+				if err := it.Item().Value(rec.unmarshal); err != nil {
+					return err
+				}
+				// Commit time never precedes observation and grows with the
+				// sequence, so nothing older can match.
+				if rec.CommittedAt.Before(since) {
+					break
+				}
+				if rec.Type != hook.Type || rec.ObservedAt.Before(since) {
+					continue
+				}
+				seq := beUint64(it.Item().Key()[len(prefixEvent):])
+				queued, err := o.requeue(txn, w, seq, &rec, webhookID, now)
+				if err != nil {
+					return err
+				}
+				if queued != nil {
+					lanes = append(lanes, *queued)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			w.discard()
+			_ = w.commit()
+			return err
+		}
+		if err := w.commit(); err != nil {
+			return fmt.Errorf("outbox: queueing replay: %w", err)
+		}
+		n = len(lanes)
+		o.disp.addMany(lanes)
+		return nil
+	})
+	return n, err
+}
+
+// requeue writes a fresh PENDING delivery of event seq to the webhook
+// unless one is already pending. adminMu must be held.
+func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRecord, webhookID string, now time.Time) (*laneEntry, error) {
+	var cur deliveryRecord
+	err := getRecord(txn, deliveryKey(seq, webhookID), cur.unmarshal)
+	switch {
+	case err == nil && cur.State == Pending:
+		return nil, nil
+	case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
+		return nil, err
+	}
+	rec := deliveryRecord{State: Pending, NextAttemptAt: now}
+	if err := w.set(badger.NewEntry(deliveryKey(seq, webhookID), rec.marshal())); err != nil {
+		return nil, err
+	}
+	lv := laneValue{NextAttemptAt: now, ObservedAt: ev.ObservedAt}
+	if err := w.set(badger.NewEntry(laneKey(webhookID, ev.Subject, seq), lv.marshal())); err != nil {
+		return nil, err
+	}
+	return &laneEntry{webhookID, ev.Subject, pendingItem{seq: seq, due: now.UnixNano(), observed: ev.ObservedAt.UnixNano()}}, nil
+}
+
+// Redeliver queues the event again for one webhook, or with webhookID ""
+// for every webhook subscribed to its type (and every webhook it already
+// has a delivery for). Each such delivery is reset to PENDING with a fresh
+// retry schedule and goes through the normal path (ordering, retries).
+// It returns the event with its updated deliveries.
+func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Event, error) {
+	var out Event
+	seq, ok := parseID(eventIDPrefix, eventID)
+	if !ok {
+		return out, fmt.Errorf("event %q: %w", eventID, ErrNotFound)
+	}
+	err := o.use(ctx, func() error {
+		o.adminMu.Lock()
+		defer o.adminMu.Unlock()
+		now := o.now().UTC()
+		var lanes []laneEntry
+		w := newTxnWriter(o.db)
+		err := o.db.View(func(txn *badger.Txn) error {
+			var rec eventRecord
+			if err := getRecord(txn, eventKey(seq), rec.unmarshal); errors.Is(err, badger.ErrKeyNotFound) || (err == nil && rec.ID != eventID) {
+				return fmt.Errorf("event %q: %w", eventID, ErrNotFound)
+			} else if err != nil {
+				return err
+			}
+			existing, err := readDeliveries(txn, seq)
+			if err != nil {
+				return err
+			}
+			has := map[string]bool{}
+			for _, d := range existing {
+				has[d.WebhookID] = true
+			}
+			var targets []string
+			o.whMu.RLock()
+			if webhookID != "" {
+				h := o.hooks[webhookID]
+				switch {
+				case h == nil:
+					err = fmt.Errorf("webhook %q: %w", webhookID, ErrNotFound)
+				case h.Type != rec.Type && !has[webhookID]:
+					err = fmt.Errorf("%w: webhook %q subscribes to %s, not to this event's type %s", ErrInvalid, webhookID, h.Type, rec.Type)
+				default:
+					targets = []string{webhookID}
+				}
+			} else {
+				for id, h := range o.hooks {
+					if h.Type == rec.Type || has[id] {
+						targets = append(targets, id)
+					}
+				}
+			}
+			o.whMu.RUnlock()
+			if err != nil {
+				return err
+			}
+			for _, id := range targets {
+				e, err := o.requeue(txn, w, seq, &rec, id, now)
+				if err != nil {
+					return err
+				}
+				if e != nil {
+					lanes = append(lanes, *e)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			w.discard()
+			_ = w.commit()
+			return err
+		}
+		if err := w.commit(); err != nil {
+			return fmt.Errorf("outbox: queueing redelivery: %w", err)
+		}
+		o.disp.addMany(lanes)
+		return o.db.View(func(txn *badger.Txn) error {
+			out, err = readEvent(txn, seq, eventID)
+			return err
+		})
+	})
+	return out, err
+}

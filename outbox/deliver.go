@@ -1,0 +1,256 @@
+package outbox
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// runWorker performs attempts handed out by the dispatcher until Close.
+func (o *Outbox) runWorker(jobs <-chan job) {
+	defer o.workersWG.Done()
+	for j := range jobs {
+		o.attempt(j)
+	}
+}
+
+// storeRetryDelay is how long a lane waits after the store itself failed,
+// so that a broken disk does not turn into a busy loop.
+const storeRetryDelay = 5 * time.Second
+
+// attempt makes one delivery attempt of a lane's head and records it.
+func (o *Outbox) attempt(j job) {
+	l, seq := j.lane, j.item.seq
+	whID, subject := l.id.webhookID, l.id.subject
+	var ev eventRecord
+	var rec deliveryRecord
+	found := true
+	err := o.db.View(func(txn *badger.Txn) error {
+		if err := getRecord(txn, eventKey(seq), ev.unmarshal); err != nil {
+			return err
+		}
+		return getRecord(txn, deliveryKey(seq, whID), rec.unmarshal)
+	})
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		found = false
+	case err != nil:
+		o.log.Error("reading a pending delivery failed; retrying later", "webhook", whID, "event_seq", seq, "err", err)
+		o.disp.finish(l, laneRetry, o.now().Add(storeRetryDelay))
+		return
+	}
+	if !found || rec.State != Pending || ev.Subject != subject {
+		// Deleted by retention or an admin call, or no longer pending: the
+		// lane entry is stale.
+		o.dropLaneKey(whID, subject, seq)
+		o.disp.finish(l, laneDone, time.Time{})
+		return
+	}
+	hook := o.webhookCopy(whID)
+	if hook == nil {
+		o.dropLaneKey(whID, subject, seq)
+		o.disp.finish(l, laneDone, time.Time{})
+		return
+	}
+	if hook.Status != Enabled {
+		o.disp.finish(l, laneRelease, time.Time{})
+		return
+	}
+	if due := time.Unix(0, j.item.due); rec.NextAttemptAt.After(due) {
+		// The stored schedule is later than the in-memory one (e.g. a
+		// Retry-After written before a restart); honour the store.
+		o.disp.finish(l, laneRetry, rec.NextAttemptAt)
+		return
+	}
+
+	sentAt := o.now()
+	res := o.sender.send(o.abortCtx, &hook.Webhook, ev.ID, ev.Payload, sentAt)
+	if o.abortCtx.Err() != nil {
+		// Cancelled by shutdown: not the receiver's fault, so not counted;
+		// the delivery is still PENDING and is retried after restart.
+		o.disp.finish(l, laneRelease, time.Time{})
+		return
+	}
+	now := o.now()
+	rec.Attempts++
+	rec.LastResponseStatus = res.status
+	gone := res.status == 410
+	outcome := laneDone
+	switch {
+	case res.ok():
+		rec.State, rec.NextAttemptAt = Succeeded, time.Time{}
+	case rec.Attempts > len(o.delivery.RetrySchedule):
+		rec.State, rec.NextAttemptAt = Failed, time.Time{}
+	default:
+		rec.NextAttemptAt = now.Add(o.retryDelay(rec.Attempts, res.retryAfter))
+		outcome = laneRetry
+	}
+	entry := &Log{
+		WebhookID:      whID,
+		EventID:        ev.ID,
+		Type:           ev.Type,
+		URL:            hook.URL,
+		CreatedAt:      now.UTC(),
+		ResponseStatus: res.status,
+		Request:        string(ev.Payload),
+		Attempt:        rec.Attempts,
+		Duration:       res.duration,
+		ResponseBody:   res.body,
+		Succeeded:      res.ok(),
+	}
+	if res.err != nil {
+		entry.Error = res.err.Error()
+	}
+	werr := o.recordAttempt(whID, func(w *txnWriter) error {
+		if err := w.set(badger.NewEntry(deliveryKey(seq, whID), rec.marshal())); err != nil {
+			return err
+		}
+		lk := laneKey(whID, subject, seq)
+		if outcome == laneDone {
+			if err := w.delete(lk); err != nil {
+				return err
+			}
+		} else if err := w.set(badger.NewEntry(lk, laneValue{NextAttemptAt: rec.NextAttemptAt, ObservedAt: ev.ObservedAt}.marshal())); err != nil {
+			return err
+		}
+		return o.writeLog(w, entry)
+	})
+	if errors.Is(werr, ErrNotFound) {
+		o.disp.finish(l, laneDone, time.Time{}) // deleted while we were sending
+		return
+	}
+	if werr != nil {
+		o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
+		o.disp.finish(l, laneRetry, now.Add(storeRetryDelay))
+		return
+	}
+
+	outcomeLabel := "failure"
+	if res.ok() {
+		outcomeLabel = "success"
+		o.metrics.lag.WithLabelValues(ev.Type).Observe(max(now.Sub(ev.ObservedAt), 0).Seconds())
+	}
+	o.metrics.attempts.WithLabelValues(ev.Type, outcomeLabel).Inc()
+	o.metrics.duration.WithLabelValues(ev.Type).Observe(res.duration.Seconds())
+	if rec.State == Failed {
+		o.metrics.failed.WithLabelValues(ev.Type).Inc()
+		o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", entry.Error)
+	} else {
+		o.log.Debug("delivery attempt", "webhook", whID, "event", ev.ID, "attempt", rec.Attempts, "status", res.status, "ok", res.ok())
+	}
+	o.recordHealth(whID, res.ok(), gone, now)
+	o.disp.finish(l, outcome, rec.NextAttemptAt)
+}
+
+// recordAttempt writes an attempt's records unless the webhook was deleted
+// meanwhile (ErrNotFound). Holding whMu shared orders the write before any
+// DeleteWebhook, whose scans then remove what was written.
+func (o *Outbox) recordAttempt(whID string, fn func(w *txnWriter) error) error {
+	o.whMu.RLock()
+	defer o.whMu.RUnlock()
+	if o.hooks[whID] == nil {
+		return ErrNotFound
+	}
+	w := newTxnWriter(o.db)
+	if err := fn(w); err != nil {
+		w.discard()
+		return err
+	}
+	return w.commit()
+}
+
+// retryDelay is the delay before the retry following attempt n (1-based):
+// the schedule's entry with ± jitter, or a longer Retry-After (capped).
+func (o *Outbox) retryDelay(n int, retryAfter time.Duration) time.Duration {
+	d := o.delivery.RetrySchedule[n-1]
+	if j := o.delivery.Jitter; j > 0 && d > 0 {
+		d = time.Duration(float64(d) * (1 + j*(2*rand.Float64()-1)))
+	}
+	if retryAfter > d {
+		d = min(retryAfter, maxRetryAfter)
+	}
+	return d
+}
+
+func (o *Outbox) dropLaneKey(whID, subject string, seq uint64) {
+	if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(laneKey(whID, subject, seq)) }); err != nil {
+		o.log.Warn("removing a stale lane entry failed", "webhook", whID, "err", err)
+	}
+}
+
+// writeLog assigns the log its sequence and id and writes it with its
+// indexes.
+func (o *Outbox) writeLog(w *txnWriter, l *Log) error {
+	seq := o.logSeq.Add(1)
+	l.ID = newID(logIDPrefix, seq)
+	if err := w.set(badger.NewEntry(logKey(seq), marshalLog(l))); err != nil {
+		return err
+	}
+	if err := w.set(badger.NewEntry(logByWebhookKey(l.WebhookID, seq), nil)); err != nil {
+		return err
+	}
+	return w.set(badger.NewEntry(logByEventKey(l.EventID, seq), nil))
+}
+
+// recordHealth tracks disable_after and 410 answers. The common case (a
+// success after a success) only takes the read lock.
+func (o *Outbox) recordHealth(whID string, ok, gone bool, now time.Time) {
+	o.whMu.RLock()
+	h := o.hooks[whID]
+	needed := h != nil && (gone || ok != h.FailingSince.IsZero() ||
+		(!ok && now.Sub(h.FailingSince) >= o.delivery.DisableAfter))
+	o.whMu.RUnlock()
+	if !needed {
+		return
+	}
+	o.whMu.Lock()
+	defer o.whMu.Unlock()
+	h = o.hooks[whID]
+	if h == nil {
+		return
+	}
+	next := *h
+	switch {
+	case ok:
+		next.FailingSince = time.Time{}
+	case next.FailingSince.IsZero():
+		next.FailingSince = now
+	}
+	var reason string
+	switch {
+	case h.Status != Enabled:
+	case gone:
+		reason = fmt.Sprintf("the receiver answered 410 Gone at %s; update the webhook's status to ENABLED to resume deliveries", now.UTC().Format(time.RFC3339))
+	case !ok && now.Sub(next.FailingSince) >= o.delivery.DisableAfter:
+		reason = fmt.Sprintf("every delivery attempt failed for %s (since %s, delivery.disable_after); update the webhook's status to ENABLED to resume deliveries",
+			now.Sub(next.FailingSince).Round(time.Second), next.FailingSince.UTC().Format(time.RFC3339))
+	}
+	if reason != "" {
+		next.Status = Disabled
+		next.DisabledReason = &reason
+		next.UpdatedAt = now.UTC()
+	}
+	if err := o.putWebhookLocked(&next); err != nil {
+		o.log.Error("saving webhook health failed", "webhook", whID, "err", err)
+		return
+	}
+	if reason != "" {
+		o.log.Warn("webhook disabled", "webhook", whID, "reason", reason)
+	}
+}
+
+// getRecord reads key into a record's unmarshal method.
+func getRecord(txn *badger.Txn, key []byte, unmarshal func([]byte) error) error {
+	item, err := txn.Get(key)
+	if err != nil {
+		return err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return err
+	}
+	return unmarshal(v)
+}

@@ -1,0 +1,172 @@
+package outbox
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"strings"
+)
+
+// Key layout. Every key starts with a short ASCII prefix so that each kind of
+// record is one contiguous range for prefix scans. Fixed-width big-endian
+// integers keep numeric order equal to byte order, so "newest first" is a
+// reverse scan and a cursor is simply the key of the last item returned.
+//
+//	m/seq                                      last event sequence (uint64)
+//	e/<seq:8>                                  event record
+//	s/<uvarint len><subject><seq:8>            subject index of events (no value)
+//	d/<seq:8><webhookID>                       delivery of event seq to a webhook
+//	q/<webhookID><uvarint len><subject><seq:8> pending lane entry: per-(webhook, subject)
+//	                                           order of deliveries not yet done
+//	w/<webhookID>                              webhook record
+//	l/<logseq:8>                               delivery attempt log
+//	x/w/<webhookID><logseq:8>                  log index by webhook (no value)
+//	x/e/<eventID><logseq:8>                    log index by event (no value)
+//	r/<state key>                              last value seen by a `changed` rule
+//
+// Webhook and event ids embed a big-endian counter (creation time for
+// webhooks, the sequence for events) followed by random bytes, encoded in
+// base32hex so that string order is numeric order; keys can therefore hold the
+// id itself and ids stay unique even if a store is recreated.
+var (
+	keyMetaSeq     = []byte("m/seq")
+	prefixEvent    = []byte("e/")
+	prefixSubject  = []byte("s/")
+	prefixDelivery = []byte("d/")
+	prefixLane     = []byte("q/")
+	prefixWebhook  = []byte("w/")
+	prefixLog      = []byte("l/")
+	prefixLogByWH  = []byte("x/w/")
+	prefixLogByEvt = []byte("x/e/")
+	prefixState    = []byte("r/")
+)
+
+const (
+	eventIDPrefix   = "evt_"
+	webhookIDPrefix = "wh_"
+	logIDPrefix     = "log_"
+	idBodyLen       = 26 // base32 of 16 bytes without padding
+	webhookIDLen    = len(webhookIDPrefix) + idBodyLen
+	eventIDLen      = len(eventIDPrefix) + idBodyLen
+)
+
+var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+
+// newID returns prefix + base32hex(counter || 8 random bytes), lower case.
+func newID(prefix string, counter uint64) string {
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], counter)
+	_, _ = rand.Read(raw[8:]) // crypto/rand.Read never fails on supported platforms
+	return prefix + strings.ToLower(idEncoding.EncodeToString(raw[:]))
+}
+
+// parseID returns the counter embedded in an id made by newID.
+func parseID(prefix, id string) (uint64, bool) {
+	if len(id) != len(prefix)+idBodyLen || !strings.HasPrefix(id, prefix) {
+		return 0, false
+	}
+	raw, err := idEncoding.DecodeString(strings.ToUpper(id[len(prefix):]))
+	if err != nil || len(raw) != 16 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(raw[:8]), true
+}
+
+func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+func cat(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]byte, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func eventKey(seq uint64) []byte { return u64(cat(prefixEvent), seq) }
+
+func subjectPrefix(subject string) []byte {
+	b := cat(prefixSubject)
+	b = binary.AppendUvarint(b, uint64(len(subject)))
+	return append(b, subject...)
+}
+
+func subjectKey(subject string, seq uint64) []byte { return u64(subjectPrefix(subject), seq) }
+
+func deliveryPrefix(seq uint64) []byte { return u64(cat(prefixDelivery), seq) }
+
+func deliveryKey(seq uint64, webhookID string) []byte {
+	return append(deliveryPrefix(seq), webhookID...)
+}
+
+func lanePrefix(webhookID string) []byte { return append(cat(prefixLane), webhookID...) }
+
+func laneKey(webhookID, subject string, seq uint64) []byte {
+	b := lanePrefix(webhookID)
+	b = binary.AppendUvarint(b, uint64(len(subject)))
+	b = append(b, subject...)
+	return u64(b, seq)
+}
+
+// parseLaneKey splits a q/ key into its webhook id, subject and sequence.
+func parseLaneKey(k []byte) (webhookID, subject string, seq uint64, ok bool) {
+	rest, found := bytes.CutPrefix(k, prefixLane)
+	if !found || len(rest) < webhookIDLen+1+8 {
+		return "", "", 0, false
+	}
+	webhookID, rest = string(rest[:webhookIDLen]), rest[webhookIDLen:]
+	n, w := binary.Uvarint(rest)
+	if w <= 0 || uint64(len(rest)-w) != n+8 {
+		return "", "", 0, false
+	}
+	subject = string(rest[w : w+int(n)])
+	return webhookID, subject, binary.BigEndian.Uint64(rest[w+int(n):]), true
+}
+
+func webhookKey(id string) []byte { return append(cat(prefixWebhook), id...) }
+
+func logKey(seq uint64) []byte { return u64(cat(prefixLog), seq) }
+
+func logByWebhookKey(webhookID string, logSeq uint64) []byte {
+	return u64(append(cat(prefixLogByWH), webhookID...), logSeq)
+}
+
+func logByEventKey(eventID string, logSeq uint64) []byte {
+	return u64(append(cat(prefixLogByEvt), eventID...), logSeq)
+}
+
+func stateKey(key string) []byte { return append(cat(prefixState), key...) }
+
+// Cursors are the base64url of the key of the item they point at. They are
+// only accepted for the range they were made for, so a cursor of one listing
+// cannot walk another.
+func encodeCursor(key []byte) string { return base64.RawURLEncoding.EncodeToString(key) }
+
+func decodeCursor(cursor string, prefix []byte, keyLen int) ([]byte, error) {
+	key, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil || !bytes.HasPrefix(key, prefix) || (keyLen > 0 && len(key) != keyLen) {
+		return nil, fmt.Errorf("%w: %q was not returned by this listing; pass an endCursor or cursor from a previous page", ErrBadCursor, cursor)
+	}
+	return key, nil
+}
+
+// prefixEnd returns the smallest key greater than every key starting with
+// prefix, for reverse scans that must start at the end of a range.
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

@@ -1,0 +1,410 @@
+// Package outbox is eventtap's durable store and delivery engine. It owns the
+// Badger database and everything kept in it: committed events, their
+// per-webhook deliveries, webhooks, delivery logs and the last values seen by
+// `changed` rules.
+//
+// Events enter through Outbox.Commit, which hands them to a single batching
+// writer (group commit): every event queued while the previous batch was
+// syncing goes into the next Badger transaction and shares its fsync. The
+// writer assigns sequence numbers, applies `changed` state, builds the
+// delivered JSON payload and fans each event out to every ENABLED webhook
+// subscribed to its type.
+//
+// A dispatcher hands pending deliveries to a pool of workers, one lane per
+// (webhook, subject): within a lane deliveries are attempted strictly in
+// commit order, one at a time, while lanes never wait for each other. Retries
+// follow delivery.retry_schedule and are driven by next-attempt times stored
+// in Badger, so they survive restarts. Requests are signed following
+// Standard Webhooks (see package signature) and dialed through an SSRF guard
+// that checks the resolved address.
+//
+// Deliveries of a webhook that becomes DISABLED (by the admin API, a 410
+// answer or disable_after) stay PENDING but are paused: nothing is attempted
+// until the webhook is ENABLED again, when they resume in order. Events that
+// occur while a webhook is DISABLED are not queued for it; webhookReplay
+// (Outbox.Replay) can queue them later.
+//
+// An *Outbox is safe for concurrent use by any number of goroutines.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/prometheus/client_golang/prometheus"
+	"os"
+	"strconv"
+)
+
+// Outbox is an open store with its committer, dispatcher and maintenance
+// goroutines running. Create it with Open and stop it with Close; all its
+// methods are safe for concurrent use.
+type Outbox struct {
+	db       *badger.DB
+	storage  StorageConfig
+	delivery DeliveryConfig
+	types    map[string]bool
+	log      *slog.Logger
+	metrics  *metrics
+	sender   *sender
+
+	// closeMu guards closed and the commit queue: Commit holds it shared while
+	// enqueueing so that Close can close the queue without racing a send.
+	closeMu sync.RWMutex
+	closed  bool
+	queue   chan *commitRequest
+
+	// dbMu keeps Badger open while an admin call uses it; Close takes it
+	// exclusively before closing the database.
+	dbMu sync.RWMutex
+
+	// whMu guards hooks and subs. The committer holds it shared for a whole
+	// batch so that a webhook deleted or disabled under the exclusive lock
+	// never receives deliveries from a batch that started before.
+	whMu  sync.RWMutex
+	hooks map[string]*webhookRecord
+	subs  map[string][]string // event type → ENABLED webhook ids
+
+	// adminMu serializes admin mutations of delivery records (Redeliver,
+	// Replay, webhook deletion) with retention, so that an event is never
+	// removed while a delivery of it is being re-queued.
+	adminMu sync.Mutex
+
+	seq    uint64        // last event sequence; owned by the committer
+	logSeq atomic.Uint64 // last log sequence
+
+	disp *dispatcher
+
+	// stop ends the dispatcher and maintenance loops; abort cancels attempts
+	// that are still in flight when Close's deadline passes.
+	stop        chan struct{}
+	abortCtx    context.Context
+	abort       context.CancelFunc
+	committerWG sync.WaitGroup
+	workersWG   sync.WaitGroup
+	loopsWG     sync.WaitGroup
+	closeOnce   sync.Once
+	closeErr    error
+
+	now func() time.Time // replaced in tests only
+	// retentionEvery is how often retention and value-log GC run.
+	retentionEvery time.Duration
+}
+
+// Open opens (or creates) the Badger store in storage.Dir, loads webhooks and
+// pending deliveries, and starts the committer, dispatcher, delivery workers
+// and retention goroutines, which run until Close. eventTypes lists every
+// valid event type (rules.EventTypes). ctx bounds only the opening itself.
+// A nil reg registers the metrics nowhere visible.
+func Open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, eventTypes []string, logger *slog.Logger, reg prometheus.Registerer) (*Outbox, error) {
+	return open(ctx, storage, delivery, eventTypes, logger, reg, nil)
+}
+
+// openHooks lets tests reach what the public API deliberately does not expose.
+type openHooks struct {
+	now            func() time.Time
+	retentionEvery time.Duration
+	dial           func(ctx context.Context, network, addr string) (string, error) // rewrites the dial address
+	pendingLimit   int
+}
+
+func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, eventTypes []string, logger *slog.Logger, reg prometheus.Registerer, hooks *openHooks) (*Outbox, error) {
+	if err := errors.Join(storage.Validate(), delivery.Validate()); err != nil {
+		return nil, fmt.Errorf("outbox: invalid configuration: %w", err)
+	}
+	if len(eventTypes) == 0 {
+		return nil, errors.New("outbox: no event types given")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	logger = logger.With("component", "outbox")
+	g, err := newGuard(delivery)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	o := &Outbox{
+		storage:        storage,
+		delivery:       delivery,
+		types:          make(map[string]bool, len(eventTypes)),
+		log:            logger,
+		queue:          make(chan *commitRequest, 4096),
+		hooks:          map[string]*webhookRecord{},
+		stop:           make(chan struct{}),
+		now:            time.Now,
+		retentionEvery: retentionInterval(storage.Retention),
+	}
+	for _, t := range eventTypes {
+		o.types[t] = true
+	}
+	if hooks != nil {
+		if hooks.now != nil {
+			o.now = hooks.now
+		}
+		if hooks.retentionEvery > 0 {
+			o.retentionEvery = hooks.retentionEvery
+		}
+	}
+	o.abortCtx, o.abort = context.WithCancel(context.Background())
+	limit := defaultPendingLimit
+	if hooks != nil && hooks.pendingLimit > 0 {
+		limit = hooks.pendingLimit
+	}
+	o.disp = newDispatcher(limit)
+	if o.metrics, err = newMetrics(reg, o.disp.pendingCount, func() float64 { return o.disp.oldestPending(o.now()) }); err != nil {
+		return nil, err
+	}
+	var dial func(ctx context.Context, network, addr string) (string, error)
+	if hooks != nil {
+		dial = hooks.dial
+	}
+	o.sender = newSender(delivery, g, dial)
+
+	db, err := badger.Open(zzTune(badgerOptions(storage, logger)))
+	if err != nil {
+		return nil, fmt.Errorf("outbox: opening %s: %w", storage.Dir, err)
+	}
+	o.db = db
+	if err := o.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("outbox: loading %s: %w", storage.Dir, err)
+	}
+
+	o.committerWG.Add(1)
+	go o.runCommitter()
+	jobs := make(chan job)
+	for range delivery.Workers {
+		o.workersWG.Add(1)
+		go o.runWorker(jobs)
+	}
+	o.loopsWG.Add(2)
+	go o.runDispatcher(jobs)
+	go o.runMaintenance()
+	return o, nil
+}
+
+// badgerOptions tunes Badger for a sidecar: the whole process should stay
+// near 128 MiB RSS, so memtables, tables and caches are far smaller than
+// Badger's server-oriented defaults. Measured with BenchmarkSustained, the
+// largest heap users are memtable arenas (~1.3× MemTableSize each) and the
+// table builders of flushes and compactions (a few times BaseTableSize
+// each), which is what the sizes below bound.
+func badgerOptions(storage StorageConfig, logger *slog.Logger) badger.Options {
+	return badger.DefaultOptions(storage.Dir).
+		WithSyncWrites(storage.SyncWrites).
+		// Not WithLoggingLevel: it replaces the logger with Badger's own.
+		WithLogger(badgerLogger{logger.With("component", "badger")}).
+		WithMemTableSize(4 << 20).
+		WithNumMemtables(3).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(12).
+		WithBaseTableSize(2 << 20).
+		WithBaseLevelSize(10 << 20).
+		// Payloads are small JSON; compression would cost CPU and heap
+		// buffers (decompressed blocks) to save little disk. Uncompressed
+		// blocks are read straight from the mmapped tables, so a block
+		// cache would hold nothing useful.
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		// Bounded index cache instead of every table's index on the heap.
+		WithIndexCacheSize(4 << 20).
+		WithNumCompactors(2).
+		// Event payloads and delivery records are small: keep them in the
+		// LSM so that deleting them needs compaction only, not value-log GC.
+		WithValueThreshold(4 << 10).
+		// Value-log files are mmapped; small files keep resident pages
+		// bounded and let GC reclaim space in small steps.
+		WithValueLogFileSize(32 << 20).
+		// Every key has a single writer at a time by construction (see the
+		// committer and dispatcher), so conflict tracking is pure overhead.
+		WithDetectConflicts(false).
+		// Badger's own metrics go to the global expvar; ours are Prometheus.
+		WithMetricsEnabled(false).
+		WithNumGoroutines(2)
+}
+
+func zzTune(o badger.Options) badger.Options {
+	if v := os.Getenv("ZZ_MT"); v != "" {
+		n, _ := strconv.Atoi(v)
+		o = o.WithMemTableSize(int64(n) << 20)
+	}
+	if v := os.Getenv("ZZ_NMT"); v != "" {
+		n, _ := strconv.Atoi(v)
+		o = o.WithNumMemtables(n)
+	}
+	if v := os.Getenv("ZZ_TS"); v != "" {
+		n, _ := strconv.Atoi(v)
+		o = o.WithBaseTableSize(int64(n) << 20)
+	}
+	if os.Getenv("ZZ_COMP") != "" {
+		o = o.WithCompression(options.Snappy).WithBlockCacheSize(8 << 20)
+	}
+	return o
+}
+
+// badgerLogger routes Badger's printf-style logs to slog at warn level and
+// above; Badger's info logs (table flushes, compactions) would swamp ours.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) msg(format string, args []any) string {
+	return strings.TrimSpace(fmt.Sprintf(format, args...))
+}
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(b.msg(f, a)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(b.msg(f, a)) }
+func (b badgerLogger) Infof(string, ...any)        {}
+func (b badgerLogger) Debugf(string, ...any)       {}
+
+func retentionInterval(retention time.Duration) time.Duration {
+	return min(max(retention/20, time.Second), 10*time.Minute)
+}
+
+// Close stops taking commits (queued ones are still written; later ones fail
+// with ErrClosed), stops starting delivery attempts, lets attempts in flight
+// finish until ctx's deadline (then cancels them; they are retried after the
+// next Open), stops retention and closes Badger. It waits for every goroutine
+// the Outbox started. Calling Close again returns the first call's result.
+func (o *Outbox) Close(ctx context.Context) error {
+	o.closeOnce.Do(func() { o.closeErr = o.close(ctx) })
+	return o.closeErr
+}
+
+func (o *Outbox) close(ctx context.Context) error {
+	o.closeMu.Lock()
+	o.closed = true
+	close(o.queue)
+	o.closeMu.Unlock()
+	o.committerWG.Wait()
+
+	close(o.stop)
+	o.loopsWG.Wait() // the dispatcher closes the jobs channel on its way out
+	done := make(chan struct{})
+	go func() { o.workersWG.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		o.abort()
+		<-done
+		err = fmt.Errorf("outbox: delivery attempts still in flight at shutdown were cancelled and will be retried: %w", ctx.Err())
+	}
+	o.abort()
+	o.sender.close()
+
+	o.dbMu.Lock()
+	defer o.dbMu.Unlock()
+	if cerr := o.db.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("outbox: closing store: %w", cerr))
+	}
+	return err
+}
+
+// Ping reports whether the store is open and readable, for /readyz.
+func (o *Outbox) Ping(ctx context.Context) error {
+	return o.view(ctx, func(txn *badger.Txn) error {
+		_, err := txn.Get(keyMetaSeq)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	})
+}
+
+// use runs fn while Badger is guaranteed to stay open, or returns ErrClosed.
+func (o *Outbox) use(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
+	if o.db.IsClosed() || o.isClosed() {
+		return ErrClosed
+	}
+	return fn()
+}
+
+func (o *Outbox) isClosed() bool {
+	o.closeMu.RLock()
+	defer o.closeMu.RUnlock()
+	return o.closed
+}
+
+func (o *Outbox) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	return o.use(ctx, func() error { return o.db.View(fn) })
+}
+
+func (o *Outbox) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	return o.use(ctx, func() error { return o.db.Update(fn) })
+}
+
+// load reads what the running goroutines need: the sequence counters,
+// every webhook and every pending lane entry.
+func (o *Outbox) load() error {
+	if err := o.db.View(func(txn *badger.Txn) error {
+		if item, err := txn.Get(keyMetaSeq); err == nil {
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return errCorrupt
+				}
+				o.seq = beUint64(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if k, ok := lastKey(txn, prefixLog); ok && len(k) == len(prefixLog)+8 {
+			o.logSeq.Store(beUint64(k[len(prefixLog):]))
+		}
+		return o.loadWebhooks(txn)
+	}); err != nil {
+		return err
+	}
+	return o.reloadPending()
+}
+
+// lastKey returns the greatest key with the prefix.
+func lastKey(txn *badger.Txn, prefix []byte) ([]byte, bool) {
+	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefix})
+	defer it.Close()
+	seekLast(it, prefix)
+	if !it.ValidForPrefix(prefix) {
+		return nil, false
+	}
+	return it.Item().KeyCopy(nil), true
+}
+
+// seekLast positions a reverse iterator on the last key of prefix (or on
+// the greatest key before the cursor key `from`, exclusive, when given).
+func seekLast(it *badger.Iterator, prefix []byte) {
+	end := prefixEnd(prefix)
+	if end == nil {
+		end = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	}
+	it.Seek(end)
+	for it.Valid() && string(it.Item().Key()) >= string(end) {
+		it.Next()
+	}
+}
+
+// seekBefore positions a reverse iterator on the greatest key below key.
+func seekBefore(it *badger.Iterator, key []byte) {
+	it.Seek(key)
+	for it.Valid() && string(it.Item().Key()) >= string(key) {
+		it.Next()
+	}
+}

@@ -1,0 +1,185 @@
+package outbox
+
+import (
+	"errors"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// runMaintenance removes expired events and logs and reclaims disk space,
+// every retentionEvery until Close.
+func (o *Outbox) runMaintenance() {
+	defer o.loopsWG.Done()
+	t := time.NewTicker(o.retentionEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-t.C:
+		}
+		if err := o.retain(o.now()); err != nil {
+			o.log.Error("retention pass failed", "err", err)
+		}
+		o.collectGarbage()
+	}
+}
+
+// collectGarbage rewrites value-log files that are mostly garbage. Deleted
+// keys themselves disappear through Badger's background compaction; value
+// logs only shrink through GC, so it runs until nothing more is reclaimable
+// (bounded, to yield to the stop signal).
+func (o *Outbox) collectGarbage() {
+	for range 16 {
+		select {
+		case <-o.stop:
+			return
+		default:
+		}
+		if err := o.db.RunValueLogGC(0.5); err != nil {
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+				o.log.Warn("value log GC failed", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// retentionChunk is how many records one retention transaction examines,
+// so that admin calls waiting on adminMu are not held up for long.
+const retentionChunk = 1000
+
+// retain deletes events older than storage.retention whose deliveries are
+// all done (SUCCEEDED or FAILED, or that had none), and logs older than
+// storage.retention. Events with a PENDING delivery (e.g. paused on a
+// DISABLED webhook) are kept until it is done.
+func (o *Outbox) retain(now time.Time) error {
+	cutoff := now.Add(-o.storage.Retention)
+	var from []byte
+	for {
+		select {
+		case <-o.stop:
+			return nil
+		default:
+		}
+		next, more, err := o.retainEvents(from, cutoff)
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
+		from = next
+	}
+	from = nil
+	for {
+		select {
+		case <-o.stop:
+			return nil
+		default:
+		}
+		next, more, err := o.retainLogs(from, cutoff)
+		if err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+		from = next
+	}
+}
+
+// retainEvents handles up to retentionChunk events starting at key from.
+func (o *Outbox) retainEvents(from []byte, cutoff time.Time) (next []byte, more bool, err error) {
+	o.adminMu.Lock()
+	defer o.adminMu.Unlock()
+	var dels [][]byte
+	err = o.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		if from == nil {
+			from = prefixEvent
+		}
+		n := 0
+		for it.Seek(from); it.ValidForPrefix(prefixEvent); it.Next() {
+			if n == retentionChunk {
+				next, more = it.Item().KeyCopy(nil), true
+				return nil
+			}
+			n++
+			var rec eventRecord
+			if err := it.Item().Value(rec.unmarshal); err != nil {
+				return err
+			}
+			if !rec.CommittedAt.Before(cutoff) {
+				return nil // sequences grow with commit time: the rest is newer
+			}
+			seq := beUint64(it.Item().Key()[len(prefixEvent):])
+			ds, err := readDeliveries(txn, seq)
+			if err != nil {
+				return err
+			}
+			if hasState(ds, Pending) {
+				continue
+			}
+			dels = append(dels, eventKey(seq), subjectKey(rec.Subject, seq))
+			for _, d := range ds {
+				dels = append(dels, deliveryKey(seq, d.WebhookID))
+			}
+		}
+		return nil
+	})
+	if err == nil && len(dels) > 0 {
+		err = o.deleteList(dels)
+	}
+	return next, more, err
+}
+
+// retainLogs handles up to retentionChunk logs starting at key from.
+func (o *Outbox) retainLogs(from []byte, cutoff time.Time) (next []byte, more bool, err error) {
+	var dels [][]byte
+	err = o.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixLog, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		if from == nil {
+			from = prefixLog
+		}
+		n := 0
+		for it.Seek(from); it.ValidForPrefix(prefixLog); it.Next() {
+			if n == retentionChunk {
+				next, more = it.Item().KeyCopy(nil), true
+				return nil
+			}
+			n++
+			var l Log
+			if err := it.Item().Value(func(v []byte) (err error) {
+				l, err = unmarshalLog(v)
+				return err
+			}); err != nil {
+				return err
+			}
+			if !l.CreatedAt.Before(cutoff) {
+				return nil
+			}
+			seq := beUint64(it.Item().Key()[len(prefixLog):])
+			dels = append(dels, logKey(seq), logByWebhookKey(l.WebhookID, seq), logByEventKey(l.EventID, seq))
+		}
+		return nil
+	})
+	if err == nil && len(dels) > 0 {
+		err = o.deleteList(dels)
+	}
+	return next, more, err
+}
+
+func (o *Outbox) deleteList(keys [][]byte) error {
+	return o.deleteKeys(func(yield func([]byte) bool) error {
+		for _, k := range keys {
+			if !yield(k) {
+				return nil
+			}
+		}
+		return nil
+	})
+}

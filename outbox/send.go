@@ -1,0 +1,199 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eventtap/eventtap/outbox/signature"
+)
+
+// sender makes signed webhook requests. It is safe for concurrent use.
+type sender struct {
+	client    *http.Client
+	transport *http.Transport
+	timeout   time.Duration
+	maxBody   int
+	userAgent string
+	guard     *guard
+}
+
+func newSender(cfg DeliveryConfig, g *guard, rewrite func(ctx context.Context, network, addr string) (string, error)) *sender {
+	dialer := &net.Dialer{
+		Timeout:   min(cfg.Timeout, 10*time.Second),
+		KeepAlive: 30 * time.Second,
+		// Control runs on the resolved address of every connection attempt,
+		// including each address tried by Happy Eyeballs, so a host name
+		// that resolves to a private address is refused here even though
+		// it passed the create-time check.
+		Control: g.control,
+	}
+	dial := dialer.DialContext
+	if rewrite != nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			a, err := rewrite(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return dialer.DialContext(ctx, network, a)
+		}
+	}
+	t := &http.Transport{
+		// Never use HTTP(S)_PROXY from the environment: a proxy would dial
+		// on our behalf and bypass the address guard.
+		Proxy:                  nil,
+		DialContext:            dial,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           max(cfg.Workers, 16),
+		MaxIdleConnsPerHost:    max(min(cfg.Workers, 64), 2),
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		ResponseHeaderTimeout:  cfg.Timeout,
+		MaxResponseHeaderBytes: 64 << 10,
+		// Keep the receiver's bytes as sent; the log shows them raw.
+		DisableCompression: true,
+	}
+	return &sender{
+		transport: t,
+		client: &http.Client{
+			Transport: t,
+			// A redirect is a failed attempt: following it could reach an
+			// address nobody subscribed, and receivers must answer 2xx.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		timeout:   cfg.Timeout,
+		maxBody:   cfg.MaxResponseBytes,
+		userAgent: userAgent(),
+		guard:     g,
+	}
+}
+
+func (s *sender) close() { s.transport.CloseIdleConnections() }
+
+func userAgent() string {
+	v := "dev"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return "eventtap/" + v + " (+https://www.standardwebhooks.com)"
+}
+
+// sendResult is what one attempt produced.
+type sendResult struct {
+	status     int // 0 when no HTTP response was received
+	body       string
+	err        error
+	duration   time.Duration
+	retryAfter time.Duration // from a Retry-After header, 0 if none
+}
+
+func (r sendResult) ok() bool { return r.err == nil && r.status >= 200 && r.status < 300 }
+
+// send POSTs body to the webhook, signed with its current secret and, for
+// 24 h after a rotation, its previous one.
+func (s *sender) send(ctx context.Context, hook *Webhook, id string, body []byte, now time.Time) sendResult {
+	keys := make([][]byte, 0, 2)
+	if k, err := signature.Key(hook.Secret); err == nil {
+		keys = append(keys, k)
+	}
+	if hook.PreviousSecret != "" && now.Before(hook.PreviousSecretUntil) {
+		if k, err := signature.Key(hook.PreviousSecret); err == nil {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return sendResult{err: errors.New("the webhook's secret is not a valid whsec_ secret; rotate it")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(body))
+	if err != nil {
+		return sendResult{err: fmt.Errorf("building request: %w", err)}
+	}
+	ts := now.Unix()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", s.userAgent)
+	req.Header.Set(signature.HeaderID, id)
+	req.Header.Set(signature.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(signature.HeaderSignature, signature.Header(keys, id, ts, body))
+
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return sendResult{err: describeSendError(err, s.timeout), duration: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	buf, rerr := io.ReadAll(io.LimitReader(resp.Body, int64(s.maxBody)))
+	// Drain a little more so the connection can be reused; give up on
+	// receivers that answer with huge bodies.
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	res := sendResult{status: resp.StatusCode, body: validUTF8(buf), duration: time.Since(start)}
+	if rerr != nil && !errors.Is(rerr, context.Canceled) {
+		res.err = fmt.Errorf("reading response body: %w", rerr)
+	}
+	if !res.ok() {
+		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+		if res.err == nil {
+			res.err = fmt.Errorf("receiver answered %s", statusText(resp.StatusCode))
+		}
+	}
+	return res
+}
+
+func statusText(code int) string {
+	if t := http.StatusText(code); t != "" {
+		return strconv.Itoa(code) + " " + t
+	}
+	return strconv.Itoa(code)
+}
+
+func describeSendError(err error, timeout time.Duration) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errRefusedAddress):
+		return err
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return fmt.Errorf("no response within delivery.timeout (%s): %w", timeout, err)
+	}
+	return err
+}
+
+// validUTF8 keeps a truncated body printable in the log.
+func validUTF8(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return string(bytes.ToValidUTF8(b, []byte("\uFFFD")))
+}
+
+// parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}
+
+// maxRetryAfter caps how long a receiver may ask us to wait.
+const maxRetryAfter = time.Hour
+
+// guardURL checks a webhook URL at create and update time.
+func (s *sender) guardURL(raw string) error { return s.guard.checkURL(raw) }

@@ -1,0 +1,319 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+
+	"github.com/elazarl/goproxy"
+)
+
+// rewrite turns r, in place, into the request the upstream gets; goproxy
+// forwards it as it is. It reports whether r is a WebSocket upgrade, the only
+// kind of upgrade that goes through (goproxy relays only WebSocket sessions).
+//
+// Host: the upstream gets its own host in the Host header, as it did when
+// clients called it directly, so virtual hosting and absolute links it builds
+// keep working; the host the client asked for is in X-Forwarded-Host.
+func (p *Proxy) rewrite(r *http.Request) (upgrade bool) {
+	// Forward the path exactly as the client sent it. r.URL.Path is
+	// decoded and RawPath is kept only when it is a valid encoding, so
+	// without this "/a%2Fb" survives but "/orders/{id}" or raw UTF-8 would be
+	// re-escaped. The transport writes Opaque verbatim.
+	if target := originPath(r.RequestURI); target != "" {
+		r.URL.Opaque = target
+	} else {
+		r.URL.Opaque = "" // absolute-form: forward only the path, re-encoded
+	}
+	r.URL.Scheme = p.upstream.Scheme
+	r.URL.Host = p.upstream.Host
+	r.URL.User = nil
+	r.URL.Fragment, r.URL.RawFragment = "", ""
+	forwardedHost := r.Host
+	r.Host = p.upstream.Host
+	// "Connection: close" from the client is about the client's connection;
+	// the server has already noted it. The upstream connection stays pooled.
+	r.Close = false
+
+	upgrade = cleanRequestHeader(r.Header)
+	addForwarded(r.Header, r.RemoteAddr, forwardedHost, r.TLS != nil)
+	if _, ok := r.Header["User-Agent"]; !ok {
+		// Without this the transport would send its own User-Agent.
+		r.Header["User-Agent"] = []string{""}
+	}
+	return upgrade
+}
+
+// originPath returns the path of an origin-form request target ("/a/b?q"
+// gives "/a/b"), or "" when the target cannot be forwarded verbatim: it is
+// not origin-form, or it starts with "//", which url.URL.RequestURI would
+// turn into a scheme-relative URL.
+func originPath(requestURI string) string {
+	if len(requestURI) == 0 || requestURI[0] != '/' || strings.HasPrefix(requestURI, "//") {
+		return ""
+	}
+	if i := strings.IndexByte(requestURI, '?'); i >= 0 {
+		return requestURI[:i]
+	}
+	return requestURI
+}
+
+// cleanRequestHeader removes the hop-by-hop headers of a request (RFC 9110
+// §7.6.1): Connection and the headers it lists, Keep-Alive, TE (except
+// "trailers", which gRPC-style upstreams need), Trailer, Transfer-Encoding,
+// Upgrade and Proxy-*. For a WebSocket upgrade it keeps "Connection: Upgrade"
+// and the Upgrade header, which the upstream needs to switch protocols. It
+// reports whether h asked for a WebSocket upgrade.
+func cleanRequestHeader(h http.Header) (websocket bool) {
+	websocket = isWebSocketUpgrade(h)
+	var upgrade []string
+	if websocket {
+		upgrade = h["Upgrade"]
+	}
+	teTrailers := headerHasToken(h["Te"], "trailers")
+	removeConnectionListed(h)
+	for k := range h {
+		if isHopHeader(k) {
+			delete(h, k)
+		}
+	}
+	if websocket {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = upgrade
+	}
+	if teTrailers {
+		h["Te"] = []string{"trailers"}
+	}
+	return websocket
+}
+
+// cleanResponseHeader removes the hop-by-hop headers of a response. A 101
+// Switching Protocols keeps Connection and Upgrade, which are the answer to
+// the client's upgrade.
+func cleanResponseHeader(h http.Header, switching bool) {
+	var conn, upgrade []string
+	if switching {
+		conn, upgrade = h["Connection"], h["Upgrade"]
+	}
+	removeConnectionListed(h)
+	for k := range h {
+		if isHopHeader(k) {
+			delete(h, k)
+		}
+	}
+	if switching {
+		if conn != nil {
+			h["Connection"] = conn
+		}
+		if upgrade != nil {
+			h["Upgrade"] = upgrade
+		}
+	}
+}
+
+// isHopHeader reports whether the canonical header name k is hop-by-hop.
+// The switch avoids a map or a slice scan per header.
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization":
+		return true
+	}
+	return false
+}
+
+// removeConnectionListed deletes the headers named in h's Connection header.
+// The usual tokens (close, keep-alive, upgrade) are compared first so that
+// the common case does not canonicalize, which would allocate.
+func removeConnectionListed(h http.Header) {
+	for _, v := range h["Connection"] {
+		for v != "" {
+			var tok string
+			tok, v = nextToken(v)
+			switch {
+			case tok == "", strings.EqualFold(tok, "close"):
+			case strings.EqualFold(tok, "keep-alive"):
+				delete(h, "Keep-Alive")
+			case strings.EqualFold(tok, "upgrade"):
+				delete(h, "Upgrade")
+			default:
+				if validHeaderName(tok) {
+					delete(h, textproto.CanonicalMIMEHeaderKey(tok))
+				}
+			}
+		}
+	}
+}
+
+// nextToken splits a comma-separated header value: it returns the first
+// element, trimmed, and the rest after the comma.
+func nextToken(v string) (tok, rest string) {
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		tok, rest = v[:i], v[i+1:]
+	} else {
+		tok = v
+	}
+	return strings.TrimSpace(tok), rest
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// compared without case.
+func headerHasToken(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var tok string
+			tok, v = nextToken(v)
+			if strings.EqualFold(tok, token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isWebSocketUpgrade(h http.Header) bool {
+	return headerHasToken(h["Connection"], "upgrade") && headerHasToken(h["Upgrade"], "websocket")
+}
+
+// validHeaderName reports whether s is an RFC 9110 token, so that a listed
+// name that cannot be a header is ignored rather than canonicalized.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// addForwarded appends the client's address to X-Forwarded-For and sets
+// X-Forwarded-Host and X-Forwarded-Proto unless a proxy in front of this one
+// already set them: that proxy saw the original request, and the upstream
+// wants the host and scheme its users used. The three values share one
+// allocation.
+func addForwarded(h http.Header, remoteAddr, host string, tls bool) {
+	vals := make([]string, 3)
+	ip, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		ip = remoteAddr
+	}
+	if ip != "" {
+		if prior, ok := h["X-Forwarded-For"]; ok && len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		vals[0] = ip
+		h["X-Forwarded-For"] = vals[0:1:1]
+	}
+	if _, ok := h["X-Forwarded-Host"]; !ok && host != "" {
+		vals[1] = host
+		h["X-Forwarded-Host"] = vals[1:2:2]
+	}
+	if _, ok := h["X-Forwarded-Proto"]; !ok {
+		vals[2] = "http"
+		if tls {
+			vals[2] = "https"
+		}
+		h["X-Forwarded-Proto"] = vals[2:3:3]
+	}
+}
+
+// tapKey is the context key under which a tapped request carries its *tap
+// to roundTrip.
+type tapKey struct{}
+
+// roundTrip is goproxy's RoundTripper for every request. It sends the
+// request with the proxy's transport, turns transport errors into 502/504
+// answers, drops hop-by-hop response headers, and hands tapped exchanges to
+// their tap. Replacing the body here, rather than in an OnResponse handler,
+// keeps goproxy from dropping Content-Length.
+func (p *Proxy) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+	t, _ := req.Context().Value(tapKey{}).(*tap)
+	resp, err := p.transport.RoundTrip(req)
+	if err != nil {
+		return p.upstreamFailed(req, err), nil
+	}
+	switching := resp.StatusCode == http.StatusSwitchingProtocols
+	cleanResponseHeader(resp.Header, switching)
+	if t != nil && !switching {
+		return t.capture(resp), nil
+	}
+	return resp, nil
+}
+
+// upstreamFailed answers a request the upstream did not answer: 504 when it
+// timed out, 502 otherwise. A request the client abandoned is not the
+// upstream's fault; it gets 499 (nginx's "client closed request", which no
+// one reads) so that metrics do not show it as an upstream failure.
+func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
+	if req.Context().Err() != nil {
+		return jsonResponse(req, statusClientClosed, bodyClientClosed)
+	}
+	p.m.upstreamErrors.Inc()
+	code, body := http.StatusBadGateway, bodyBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		code, body = http.StatusGatewayTimeout, bodyGatewayTimeout
+	}
+	if p.logger.Enabled(req.Context(), slog.LevelDebug) {
+		p.logger.LogAttrs(req.Context(), slog.LevelDebug, "upstream failed",
+			slog.String("method", req.Method), slog.String("path", req.URL.Path),
+			slog.Int("status", code), slog.String("error", err.Error()))
+	}
+	return jsonResponse(req, code, body)
+}
+
+const statusClientClosed = 499
+
+// Bodies of the answers the proxy makes itself. They are short, fixed and
+// never echo request data.
+var (
+	bodyBadGateway     = []byte(`{"error":"upstream unreachable","reason":"connection failed"}`)
+	bodyGatewayTimeout = []byte(`{"error":"upstream unreachable","reason":"timeout"}`)
+	bodyClientClosed   = []byte(`{"error":"client closed request"}`)
+	bodyRejected       = []byte(`{"error":"events could not be recorded","reason":"outbox error"}`)
+	bodyConnect        = []byte(`{"error":"method not allowed","reason":"the proxy does not open tunnels"}`)
+)
+
+// jsonResponse builds a response the proxy answers with instead of the
+// upstream's.
+func jsonResponse(req *http.Request, code int, body []byte) *http.Response {
+	return &http.Response{
+		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
+		StatusCode: code,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header: http.Header{
+			"Content-Type":   {"application/json"},
+			"Content-Length": {strconv.Itoa(len(body))},
+			"Cache-Control":  {"no-store"},
+		},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// writeJSON writes an answer the proxy makes itself straight to the client.
+func writeJSON(w http.ResponseWriter, code int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Cache-Control"] = []string{"no-store"}
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}

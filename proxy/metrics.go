@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// routeOther is the route label of requests no rule could match.
+const routeOther = "other"
+
+// Reasons for eventtap_events_dropped_total.
+const (
+	dropOutboxError = "outbox_error"
+	dropTapPanic    = "tap_panic"
+)
+
+// durationBuckets start at a tenth of a millisecond: a pass-through adds far
+// less than the upstream takes, and the interesting changes are small.
+var durationBuckets = []float64{
+	.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30,
+}
+
+// metrics holds the proxy's collectors (SPEC §6). Label values are bounded:
+// methods are the standard ones or OTHER, routes are rule templates or
+// "other", codes are three digits.
+type metrics struct {
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	upstreamErrors prometheus.Counter
+	dropped        *prometheus.CounterVec
+	droppedOutbox  prometheus.Counter
+	droppedPanic   prometheus.Counter
+	ruleErrors     *prometheus.CounterVec
+
+	// The per-request children are looked up in copy-on-write maps: a
+	// lock-free read per request instead of the vector's label hashing and
+	// locking. New label combinations are rare and take mu.
+	mu        sync.Mutex
+	counters  atomic.Pointer[map[requestKey]prometheus.Counter]
+	observers atomic.Pointer[map[string]prometheus.Observer]
+}
+
+type requestKey struct {
+	method, route string
+	code          int
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventtap_proxy_requests_total",
+			Help: "Requests forwarded by the proxy, by method, route (rule path template or \"other\") and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "eventtap_proxy_request_duration_seconds",
+			Help:    "Time from receiving a request to finishing its response, by route.",
+			Buckets: durationBuckets,
+		}, []string{"route"}),
+		upstreamErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eventtap_proxy_upstream_errors_total",
+			Help: "Requests the upstream did not answer (connection failure or timeout).",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventtap_events_dropped_total",
+			Help: "Events lost by the tap, by reason (outbox_error: the commit failed; tap_panic: the tap panicked, counted once per exchange when the number is unknown).",
+		}, []string{"reason"}),
+		ruleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventtap_rule_errors_total",
+			Help: "Rule evaluations that failed at run time, by rule.",
+		}, []string{"rule"}),
+	}
+	m.droppedOutbox = m.dropped.WithLabelValues(dropOutboxError)
+	m.droppedPanic = m.dropped.WithLabelValues(dropTapPanic)
+	m.counters.Store(&map[requestKey]prometheus.Counter{})
+	m.observers.Store(&map[string]prometheus.Observer{})
+
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.upstreamErrors, m.dropped, m.ruleErrors} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("proxy: metrics already registered (one Proxy per registry): %w", err)
+			}
+			return nil, fmt.Errorf("proxy: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// observe records one finished request. method must come from methodLabel.
+func (m *metrics) observe(method, route string, code int, d time.Duration) {
+	k := requestKey{method: method, route: route, code: code}
+	c, ok := (*m.counters.Load())[k]
+	if !ok {
+		c = m.counter(k)
+	}
+	c.Inc()
+	o, ok := (*m.observers.Load())[route]
+	if !ok {
+		o = m.observer(route)
+	}
+	o.Observe(d.Seconds())
+}
+
+func (m *metrics) counter(k requestKey) prometheus.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.counters.Load()
+	if c, ok := old[k]; ok {
+		return c
+	}
+	c := m.requests.WithLabelValues(k.method, k.route, strconv.Itoa(k.code))
+	next := make(map[requestKey]prometheus.Counter, len(old)+1)
+	for kk, v := range old {
+		next[kk] = v
+	}
+	next[k] = c
+	m.counters.Store(&next)
+	return c
+}
+
+func (m *metrics) observer(route string) prometheus.Observer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.observers.Load()
+	if o, ok := old[route]; ok {
+		return o
+	}
+	o := m.duration.WithLabelValues(route)
+	next := make(map[string]prometheus.Observer, len(old)+1)
+	for kk, v := range old {
+		next[kk] = v
+	}
+	next[route] = o
+	m.observers.Store(&next)
+	return o
+}
+
+// methodLabel keeps the method label bounded: a client can send any token
+// as a method.
+func methodLabel(method string) string {
+	switch method {
+	case "GET":
+		return "GET"
+	case "HEAD":
+		return "HEAD"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "PATCH":
+		return "PATCH"
+	case "DELETE":
+		return "DELETE"
+	case "OPTIONS":
+		return "OPTIONS"
+	case "CONNECT":
+		return "CONNECT"
+	case "TRACE":
+		return "TRACE"
+	}
+	return "OTHER"
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/eventtap/eventtap/rules"
+)
+
+// cmdRulesTest is a dry run: it evaluates the configured rules against one
+// recorded exchange and prints the events they would emit, touching no store.
+func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
+	var exPath string
+	path, ok := configFlag("rules test", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&exPath, "exchange", "", "path to a recorded exchange (JSON; see README \"Testing rules\")")
+	})
+	if !ok {
+		return 2
+	}
+	if exPath == "" {
+		fmt.Fprintln(stderr, "eventtap rules test: --exchange EX.json is required (see README \"Testing rules\")")
+		return 2
+	}
+	_, eng, err := loadAll(path)
+	if err != nil {
+		printProblems(stderr, err)
+		return 1
+	}
+	data, err := os.ReadFile(exPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: cannot read the exchange: %v\n", exPath, errors.Unwrap(err))
+		return 1
+	}
+	ex, err := rules.ParseExchange(data)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", exPath, err)
+		return 1
+	}
+	route, ok := eng.Route(ex.Request.Method, ex.Request.Path)
+	if !ok {
+		fmt.Fprintf(stdout, "%s %s: no rule's method and path match; the proxy would pass it through without capturing\n",
+			ex.Request.Method, ex.Request.Path)
+		return 0
+	}
+	fmt.Fprintf(stdout, "%s %s -> %d: captured (route %s)\n", ex.Request.Method, ex.Request.Path, ex.Response.Status, route)
+	events, evalErrs := eng.Evaluate(ex)
+	for _, ev := range events {
+		fmt.Fprintf(stdout, "\nrule %s emits %s for subject %q\n", ev.Rule, ev.Type, ev.Subject)
+		fmt.Fprintf(stdout, "  data: %s\n", compactJSON(ev.Data))
+		if ev.State != nil {
+			fmt.Fprintf(stdout, "  changed: current value %s; fires only when it differs from the last value stored for this subject (the first sighting only records it)\n",
+				compactJSON(ev.State.Value))
+		}
+	}
+	for _, e := range evalErrs {
+		fmt.Fprintf(stdout, "\nerror: %v\n", e)
+	}
+	if len(events) == 0 && len(evalErrs) == 0 {
+		fmt.Fprintln(stdout, "\nno rule emits an event (status or match did not hold)")
+	}
+	if len(evalErrs) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func compactJSON(raw json.RawMessage) string {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return string(raw)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}

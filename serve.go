@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/eventtap/eventtap/admin"
+	"github.com/eventtap/eventtap/outbox"
+	"github.com/eventtap/eventtap/proxy"
+	"github.com/eventtap/eventtap/rules"
+	"github.com/eventtap/eventtap/rules/watch"
+)
+
+// shutdownTimeout bounds how long the outbox may take to finish in-flight
+// deliveries after the HTTP servers have stopped.
+const shutdownTimeout = 20 * time.Second
+
+func configFlag(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (string, bool) {
+	fs := flag.NewFlagSet("eventtap "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path to the YAML configuration file")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "eventtap %s: --config FILE is required (see config.example.yaml)\n", name)
+		return "", false
+	}
+	return *path, true
+}
+
+// printProblems writes every leaf of err on its own line.
+func printProblems(w io.Writer, err error) {
+	for _, e := range flatten(err) {
+		fmt.Fprintln(w, e)
+	}
+}
+
+// loadAll loads the configuration and compiles its rules, reporting the
+// problems of both at once.
+func loadAll(path string) (config, *rules.Engine, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return cfg, nil, err
+	}
+	eng, err := cfg.compileRules()
+	return cfg, eng, err
+}
+
+func newLogger(c logConfig, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.slogLevel()}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func cmdServe(args []string, _, stderr io.Writer) int {
+	path, ok := configFlag("serve", args, stderr, nil)
+	if !ok {
+		return 2
+	}
+	cfg, eng, err := loadAll(path)
+	if err != nil {
+		printProblems(stderr, err)
+		fmt.Fprintln(stderr, "eventtap serve: refusing to start; fix the problems above (eventtap validate --config", path+")")
+		return 1
+	}
+	logger := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, eng, logger); err != nil {
+		logger.Error("eventtap stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the sidecar until ctx ends, then stops the HTTP servers and
+// closes the outbox last.
+func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	eventTypes := rules.EventTypes(cfg.Rules.EventTypes)
+
+	ob, err := outbox.Open(ctx, cfg.Storage, cfg.Delivery, eventTypes, logger, reg)
+	if err != nil {
+		return fmt.Errorf("open outbox in %s: %w", cfg.Storage.Dir, err)
+	}
+	// The store closes last, after every HTTP server has stopped, so that
+	// requests still in flight can commit their events.
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := ob.Close(closeCtx); err != nil {
+			logger.Error("closing the outbox", "err", err)
+		}
+	}()
+
+	var watchPaths []string
+	if p := cfg.rulesFilePath(); p != "" {
+		watchPaths = append(watchPaths, p)
+	}
+	w, err := watch.New(logger, reg, eng, watchPaths, func() (*rules.Engine, error) {
+		c, err := loadConfig(cfg.file)
+		if err != nil {
+			return nil, err
+		}
+		return c.compileRules()
+	})
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(cfg.Proxy, logger, reg, w, ob)
+	if err != nil {
+		return err
+	}
+	adm, err := admin.New(cfg.Admin, logger, reg, ob, eventTypes, map[string]admin.Check{
+		"store":    ob.Ping,
+		"upstream": px.CheckUpstream,
+	})
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return px.Run(gctx) })
+	g.Go(func() error { return adm.Run(gctx) })
+	g.Go(func() error { return w.Run(gctx) })
+	logger.Info("eventtap started", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
+		"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	logger.Info("eventtap stopping: servers closed, flushing the outbox")
+	return err
+}
