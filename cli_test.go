@@ -34,7 +34,7 @@ func TestCLI(t *testing.T) {
 		{"validate missing file", []string{"validate", "--config", "nope.yaml"}, 1, "", "nope.yaml:1:1: cannot read the configuration file"},
 		{"serve refuses broken", []string{"serve", "--config", broken}, 1, "", "refusing to start"},
 		{"rules test", []string{"rules", "test", "--config", "config.example.yaml", "--exchange", "testdata/exchange-create.json"}, 0,
-			"rule order-created emits ORDER_CREATED for subject \"17\"", ""},
+			"rule order-created: emits ORDER_CREATED for subject \"17\"", ""},
 		{"rules test no match", []string{"rules", "test", "--config", "config.example.yaml", "--exchange", "testdata/exchange-other.json"}, 0,
 			"no rule's method and path match", ""},
 		{"rules test needs exchange", []string{"rules", "test", "--config", "config.example.yaml"}, 2, "", "--exchange EX.json is required"},

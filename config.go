@@ -229,9 +229,11 @@ func (d *decoder) yamlSyntax(err error) error {
 		if m[2] != "" {
 			col, _ = strconv.Atoi(m[2])
 		}
-		return &problem{file: d.file, line: line, col: col, msg: "YAML syntax: " + m[3]}
+		// The YAML parser gives the line where the enclosing block starts,
+		// not always the line at fault, so say so.
+		return &problem{file: d.file, line: line, col: col, msg: "YAML syntax error in the block starting here: " + m[3] + " (check indentation, quotes and brackets)"}
 	}
-	return &problem{file: d.file, line: 1, col: 1, msg: "YAML syntax: " + msg}
+	return &problem{file: d.file, line: 1, col: 1, msg: "YAML syntax error: " + msg}
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
@@ -268,6 +270,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	default:
 		if n.Kind != yaml.ScalarNode {
 			d.add(n, "%s: must be a single %s value, not a %s", path, kindName(v.Kind()), nodeKindName(n.Kind))
+			return
+		}
+		// yaml.v3 truncates 2.5 into an int field; a config value that
+		// is not a whole number is a mistake worth reporting.
+		isInt := v.Kind() >= reflect.Int && v.Kind() <= reflect.Uint64
+		if isInt && n.ShortTag() != "!!int" {
+			d.add(n, "%s: %q is not a valid %s", path, n.Value, kindName(v.Kind()))
 			return
 		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {

@@ -78,7 +78,7 @@ func TestConfigProblems(t *testing.T) {
 
 func TestAdminTokenOverride(t *testing.T) {
 	data := []byte("admin:\n  listen: \"0.0.0.0:9090\"\n")
-	if _, err := parseConfig("c.yaml", data, ""); err == nil || !strings.Contains(err.Error(), "c.yaml:2:3: admin.token") {
+	if _, err := parseConfig("c.yaml", data, ""); err == nil || !strings.Contains(err.Error(), "c.yaml:1:1: admin.token: is empty") {
 		t.Fatalf("non-loopback admin without a token: err = %v", err)
 	}
 	cfg, err := parseConfig("c.yaml", data, "s3cret")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -46,33 +47,39 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 			ex.Request.Method, ex.Request.Path)
 		return 0
 	}
-	fmt.Fprintf(stdout, "%s %s -> %d: captured (route %s)\n", ex.Request.Method, ex.Request.Path, ex.Response.Status, route)
-	events, evalErrs := eng.Evaluate(ex)
-	for _, ev := range events {
-		fmt.Fprintf(stdout, "\nrule %s emits %s for subject %q\n", ev.Rule, ev.Type, ev.Subject)
-		fmt.Fprintf(stdout, "  data: %s\n", compactJSON(ev.Data))
-		if ev.State != nil {
-			fmt.Fprintf(stdout, "  changed: current value %s; fires only when it differs from the last value stored for this subject (the first sighting only records it)\n",
-				compactJSON(ev.State.Value))
+	fmt.Fprintf(stdout, "%s %s -> %d: captured (route %s)\n\n", ex.Request.Method, ex.Request.Path, ex.Response.Status, route)
+	fired, failed := 0, 0
+	for _, o := range eng.Explain(ex) {
+		switch o.Result {
+		case rules.Fired:
+			fired++
+			ev := o.Event
+			fmt.Fprintf(stdout, "rule %s: emits %s for subject %q\n", o.Rule, ev.Type, ev.Subject)
+			fmt.Fprintf(stdout, "  data: %s\n", compactJSON(ev.Data))
+			if ev.State != nil {
+				fmt.Fprintf(stdout, "  changed: current value %s; fires only when it differs from the last value stored for this subject (the first sighting only records it)\n",
+					compactJSON(ev.State.Value))
+			}
+		case rules.Failed:
+			failed++
+			fmt.Fprintf(stdout, "rule %s: error: %v\n", o.Rule, o.Err)
+		default:
+			fmt.Fprintf(stdout, "rule %s: skipped, %s\n", o.Rule, o.Result)
 		}
 	}
-	for _, e := range evalErrs {
-		fmt.Fprintf(stdout, "\nerror: %v\n", e)
+	if fired == 0 && failed == 0 {
+		fmt.Fprintln(stdout, "\nno rule emits an event")
 	}
-	if len(events) == 0 && len(evalErrs) == 0 {
-		fmt.Fprintln(stdout, "\nno rule emits an event (status or match did not hold)")
-	}
-	if len(evalErrs) > 0 {
+	if failed > 0 {
 		return 1
 	}
 	return 0
 }
 
 func compactJSON(raw json.RawMessage) string {
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
 		return string(raw)
 	}
-	b, _ := json.Marshal(v)
-	return string(b)
+	return b.String()
 }

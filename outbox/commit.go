@@ -24,7 +24,8 @@ type commitRequest struct {
 const maxBatchEvents = 8192
 
 // Commit makes events durable: it returns nil once they (with their
-// delivery records) are synced to disk. Events with a State are emitted only
+// delivery records) are written and, with storage.sync_writes, synced to
+// disk. Events with a State are emitted only
 // when the value changed (see SPEC §3). Many concurrent callers share one
 // batch and one sync. It returns ErrClosed once Close has begun; if ctx ends
 // first it returns ctx's error, but the events may still be committed.

@@ -2,11 +2,11 @@ package outbox
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 )
 
@@ -56,10 +56,12 @@ const (
 var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
 
 // newID returns prefix + base32hex(counter || 8 random bytes), lower case.
+// Ids are not secrets, only unique, so the random part comes from the
+// runtime's ChaCha8 generator rather than a getrandom syscall per event.
 func newID(prefix string, counter uint64) string {
 	var raw [16]byte
 	binary.BigEndian.PutUint64(raw[:8], counter)
-	_, _ = rand.Read(raw[8:]) // crypto/rand.Read never fails on supported platforms
+	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
 	return prefix + strings.ToLower(idEncoding.EncodeToString(raw[:]))
 }
 

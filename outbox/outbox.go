@@ -24,6 +24,19 @@
 // occur while a webhook is DISABLED are not queued for it; webhookReplay
 // (Outbox.Replay) can queue them later.
 //
+// Retention removes, every storage.retention/20 (at most every 10 minutes),
+// events older than storage.retention whose deliveries are all done
+// (SUCCEEDED or FAILED) and logs older than storage.retention, then runs
+// value-log GC; Badger's compactions drop the deleted keys. The value a
+// `changed` rule last saw for a subject expires 4 × max(retention, 24h)
+// after it was last written; the next sighting then counts as a first one.
+//
+// Memory: the dispatcher holds at most 50,000 pending deliveries in memory
+// and leaves any backlog beyond that in Badger, reloading it as it drains.
+// Badger is tuned for a small footprint (see badgerOptions); run the process
+// with GOMEMLIMIT (e.g. 100MiB) to keep the Go heap from growing to twice
+// what is live.
+//
 // An *Outbox is safe for concurrent use by any number of goroutines.
 package outbox
 
@@ -40,8 +53,6 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
-	"os"
-	"strconv"
 )
 
 // Outbox is an open store with its committer, dispatcher and maintenance
@@ -174,7 +185,7 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 	}
 	o.sender = newSender(delivery, g, dial)
 
-	db, err := badger.Open(zzTune(badgerOptions(storage, logger)))
+	db, err := badger.Open(badgerOptions(storage, logger))
 	if err != nil {
 		return nil, fmt.Errorf("outbox: opening %s: %w", storage.Dir, err)
 	}
@@ -201,10 +212,16 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 // near 128 MiB RSS, so memtables, tables and caches are far smaller than
 // Badger's server-oriented defaults. Measured with BenchmarkSustained, the
 // largest heap users are memtable arenas (~1.3× MemTableSize each) and the
-// table builders of flushes and compactions (a few times BaseTableSize
-// each), which is what the sizes below bound.
+// table builders of flushes and compactions (up to 5 per compaction, each
+// buffering a whole table of a few times its target size), which is what
+// the sizes below bound. Go's GC lets the heap grow to twice what is live,
+// so the process should also run with GOMEMLIMIT (e.g. 100MiB).
 func badgerOptions(storage StorageConfig, logger *slog.Logger) badger.Options {
-	return badger.DefaultOptions(storage.Dir).
+	opts := badger.DefaultOptions(storage.Dir)
+	// Tables of every level keep the base size, so that compactions of
+	// deep levels do not buffer ever larger tables in memory.
+	opts.TableSizeMultiplier = 1
+	return opts.
 		WithSyncWrites(storage.SyncWrites).
 		// Not WithLoggingLevel: it replaces the logger with Badger's own.
 		WithLogger(badgerLogger{logger.With("component", "badger")}).
@@ -235,25 +252,6 @@ func badgerOptions(storage StorageConfig, logger *slog.Logger) badger.Options {
 		// Badger's own metrics go to the global expvar; ours are Prometheus.
 		WithMetricsEnabled(false).
 		WithNumGoroutines(2)
-}
-
-func zzTune(o badger.Options) badger.Options {
-	if v := os.Getenv("ZZ_MT"); v != "" {
-		n, _ := strconv.Atoi(v)
-		o = o.WithMemTableSize(int64(n) << 20)
-	}
-	if v := os.Getenv("ZZ_NMT"); v != "" {
-		n, _ := strconv.Atoi(v)
-		o = o.WithNumMemtables(n)
-	}
-	if v := os.Getenv("ZZ_TS"); v != "" {
-		n, _ := strconv.Atoi(v)
-		o = o.WithBaseTableSize(int64(n) << 20)
-	}
-	if os.Getenv("ZZ_COMP") != "" {
-		o = o.WithCompression(options.Snappy).WithBlockCacheSize(8 << 20)
-	}
-	return o
 }
 
 // badgerLogger routes Badger's printf-style logs to slog at warn level and
@@ -388,8 +386,7 @@ func lastKey(txn *badger.Txn, prefix []byte) ([]byte, bool) {
 	return it.Item().KeyCopy(nil), true
 }
 
-// seekLast positions a reverse iterator on the last key of prefix (or on
-// the greatest key before the cursor key `from`, exclusive, when given).
+// seekLast positions a reverse iterator on the last key of prefix.
 func seekLast(it *badger.Iterator, prefix []byte) {
 	end := prefixEnd(prefix)
 	if end == nil {

@@ -268,10 +268,14 @@ func (l *logLimiter) allow() (bool, int64) {
 	return true, l.suppressed.Swap(0)
 }
 
-// ruleName finds the rule an Evaluate error is about. It relies on the error
-// (or one it wraps) having a RuleName method, which *rules.EvalError
-// provides, so that this package does not depend on its layout.
+// ruleName finds the rule an Evaluate error is about: a *rules.EvalError,
+// or any error with a RuleName method (the fakes in tests, or a wrapper the
+// reloading watcher might add).
 func ruleName(err error) string {
+	var ee *rules.EvalError
+	if errors.As(err, &ee) && ee.Rule != "" {
+		return ee.Rule
+	}
 	var named interface{ RuleName() string }
 	if errors.As(err, &named) {
 		if n := named.RuleName(); n != "" {

@@ -267,7 +267,7 @@ func TestTapFailsOpen(t *testing.T) {
 func TestRuleErrors(t *testing.T) {
 	r := ordersRules()
 	r.events = func(*rules.Exchange) ([]rules.Event, []error) {
-		return nil, []error{ruleErr{"order-created"}, ruleErr{"order-created"}, io.EOF}
+		return nil, []error{ruleErr{"order-created"}, &rules.EvalError{Rule: "order-created", Err: io.EOF}, io.EOF}
 	}
 	e := newEnv(t, r, nil)
 	resp, _ := e.do(e.proxyURL, "POST", "/orders", nil, strings.NewReader(`{}`))
