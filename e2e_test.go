@@ -361,7 +361,7 @@ func TestEndToEnd(t *testing.T) {
 	newRules := rulesYAML + `
   - name: order-updated
     event: ORDER_UPDATED
-    when: {method: PATCH, path: /orders/{id}, status: 2xx}
+    when: {method: PATCH, path: "/orders/{id}", status: 2xx}
     subject: path.id
 `
 	if err := os.WriteFile(filepath.Join(sc.dir, "rules.yaml"), []byte(newRules), 0o644); err != nil {

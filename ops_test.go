@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"text/template"
 
@@ -35,41 +38,64 @@ const (
 // (histograms by their base name, without _bucket/_sum/_count).
 func exposedMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
-	// TODO(lead): gather from a real registry after traffic
-	names := []string{
-		// SPEC §6
-		"eventtap_proxy_requests_total",
-		"eventtap_proxy_request_duration_seconds",
-		"eventtap_proxy_upstream_errors_total",
-		"eventtap_events_total",
-		"eventtap_events_dropped_total",
-		"eventtap_rule_errors_total",
-		"eventtap_outbox_pending",
-		"eventtap_outbox_oldest_pending_seconds",
-		"eventtap_outbox_commit_duration_seconds",
-		"eventtap_delivery_attempts_total",
-		"eventtap_delivery_duration_seconds",
-		"eventtap_delivery_lag_seconds",
-		"eventtap_deliveries_failed_total",
-		"eventtap_webhooks",
-		// rules/watch
-		"eventtap_rules_reloads_total",
-		"eventtap_rules_loaded",
-		"eventtap_rules_last_reload_success_timestamp_seconds",
-		// Go and process collectors (the ones the dashboard and alerts use)
-		"go_goroutines",
-		"go_memstats_heap_inuse_bytes",
-		"process_resident_memory_bytes",
-		"process_cpu_seconds_total",
-		"process_open_fds",
-		"process_max_fds",
-		"process_start_time_seconds",
+	exposedOnce.Do(func() { exposedNames, exposedErr = gatherAfterTraffic(t) })
+	if exposedErr != nil {
+		t.Fatal(exposedErr)
 	}
-	set := make(map[string]bool, len(names))
-	for _, n := range names {
-		set[n] = true
+	return exposedNames
+}
+
+var (
+	exposedOnce  sync.Once
+	exposedNames map[string]bool
+	exposedErr   error
+)
+
+// gatherAfterTraffic runs the real sidecar, sends it traffic that touches
+// every metric (an event delivered, a rule failing at run time, an upstream
+// that hangs up), and returns the metric families its /metrics serves.
+func gatherAfterTraffic(t *testing.T) (map[string]bool, error) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/orders":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			io.WriteString(w, `{"id": 7, "status": "OPEN"}`)
+		case "/broken":
+			io.WriteString(w, "not json")
+		case "/hangup":
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close()
+			}
+		}
+	}))
+	defer upstream.Close()
+	rulesYAML := `rules:
+  - name: order-created
+    event: ORDER_CREATED
+    when: {method: POST, path: /orders, status: 201}
+    subject: response.body.id
+  - name: broken
+    event: ORDER_UPDATED
+    when: {method: POST, path: /broken}
+    subject: response.body.id
+`
+	sc := startSidecar(t, upstream.URL, rulesYAML, "")
+	rc := newHookReceiver(t)
+	rc.register(t, sc.adminURL, "ORDER_CREATED")
+	do(t, http.MethodPost, sc.proxyURL+"/orders", `{}`)
+	do(t, http.MethodPost, sc.proxyURL+"/broken", `{}`)
+	do(t, http.MethodGet, sc.proxyURL+"/hangup", "")
+	rc.waitFor(t, "ORDER_CREATED", 1)
+	names := map[string]bool{}
+	for key := range scrape(t, sc.adminURL) {
+		name, _, _ := strings.Cut(key, "{")
+		names[strings.TrimSuffix(name, "_count")] = true
 	}
-	return set
+	if !names["eventtap_rule_errors_total"] || !names["eventtap_delivery_lag_seconds"] {
+		return nil, fmt.Errorf("the traffic did not reach every metric: %v", names)
+	}
+	return names, nil
 }
 
 // prometheusSeries are series Prometheus synthesizes for every target; eventtap does not expose them.
