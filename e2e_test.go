@@ -437,3 +437,165 @@ func jsonDecode(resp *http.Response, v any) error {
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(v)
 }
+
+// TestAdminAgainstRealOutbox drives every mutation and query of the admin
+// API against the real outbox, with real deliveries.
+func TestAdminAgainstRealOutbox(t *testing.T) {
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	sc := startSidecar(t, api.URL, readFile(t, "docs/examples/orders.rules.yaml"), "")
+	rc := newHookReceiver(t)
+	id := rc.register(t, sc.adminURL, "ORDER_CREATED")
+
+	// The Zonos webhookUpdate document, with a real id and our receiver.
+	newPath := "/hooks/moved"
+	var updated struct{ ID, URL, Type, Status string }
+	gql(t, sc.adminURL, fmt.Sprintf(`mutation {
+  webhookUpdate(
+    input: {
+      id: "%s"
+      url: "%s%s"
+      type: ORDER_CREATED
+      status: ENABLED
+    }
+  ) {
+    id
+    url
+    type
+    status
+  }
+}`, id, rc.srv.URL, newPath), nil).into(t, "webhookUpdate", &updated)
+	if updated.URL != rc.srv.URL+newPath || updated.ID != id {
+		t.Fatalf("webhookUpdate: %+v", updated)
+	}
+	rc.mu.Lock()
+	rc.secrets[newPath] = rc.secrets["/hooks/order_created"]
+	rc.mu.Unlock()
+	// The placeholder id of the Zonos page is NOT_FOUND.
+	if res := gql(t, sc.adminURL, `mutation { webhookUpdate(input: {id: "webhook-id", url: "https://example.com/webhooks/zonos", type: ORDER_CREATED, status: ENABLED}) { id } }`, nil); res.code() != "NOT_FOUND" {
+		t.Errorf("unknown id: %+v", res.Errors)
+	}
+
+	// webhookTest sends a signed test event now.
+	var testLog struct {
+		Succeeded      bool
+		ResponseStatus *int
+		WebhookID      string
+	}
+	gql(t, sc.adminURL, `mutation($id: ID!) { webhookTest(id: $id) { succeeded responseStatus webhookId } }`, map[string]any{"id": id}).
+		into(t, "webhookTest", &testLog)
+	if !testLog.Succeeded || testLog.ResponseStatus == nil || *testLog.ResponseStatus != 204 || testLog.WebhookID != id {
+		t.Errorf("webhookTest: %+v", testLog)
+	}
+
+	for range 3 {
+		do(t, http.MethodPost, sc.proxyURL+"/orders", `{"total":1}`)
+	}
+	rc.waitFor(t, "ORDER_CREATED", 3)
+
+	// events: newest first, paginated, with delivery state.
+	type eventsPage struct {
+		Edges []struct {
+			Node struct {
+				ID, Subject, Payload string
+				Deliveries           []struct {
+					WebhookID, State string
+					Attempts         int
+				}
+			}
+		}
+		PageInfo struct {
+			HasNextPage bool
+			EndCursor   string
+		}
+		TotalCount int
+	}
+	const eventsQ = `query($after: String) { events(first: 2, after: $after, filter: {type: ORDER_CREATED}) {
+		edges { node { id subject payload deliveries { webhookId state attempts } } }
+		pageInfo { hasNextPage endCursor } totalCount } }`
+	var p1, p2 eventsPage
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gql(t, sc.adminURL, eventsQ, nil).into(t, "events", &p1)
+		if len(p1.Edges) == 2 && p1.Edges[0].Node.Deliveries[0].State == "SUCCEEDED" && p1.Edges[1].Node.Deliveries[0].State == "SUCCEEDED" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	gql(t, sc.adminURL, eventsQ, map[string]any{"after": p1.PageInfo.EndCursor}).into(t, "events", &p2)
+	if p1.TotalCount != 3 || !p1.PageInfo.HasNextPage || len(p2.Edges) != 1 || p2.PageInfo.HasNextPage {
+		t.Fatalf("events pages: %+v then %+v", p1, p2)
+	}
+	if p1.Edges[0].Node.Subject != "3" || p2.Edges[0].Node.Subject != "1" {
+		t.Errorf("events are not newest first: %q … %q", p1.Edges[0].Node.Subject, p2.Edges[0].Node.Subject)
+	}
+	if d := p1.Edges[0].Node.Deliveries; len(d) != 1 || d[0].WebhookID != id || d[0].State != "SUCCEEDED" || d[0].Attempts != 1 {
+		t.Errorf("deliveries: %+v", d)
+	}
+	first := p2.Edges[0].Node
+	var delivered string
+	for _, d := range rc.of("ORDER_CREATED") {
+		if d.payload.ID == first.ID {
+			delivered = string(d.body)
+		}
+	}
+	if delivered != first.Payload {
+		t.Errorf("event payload %q differs from the delivered body %q", first.Payload, delivered)
+	}
+
+	// eventRedeliver sends the same event again, with the same webhook-id.
+	var redelivered struct{ ID string }
+	gql(t, sc.adminURL, `mutation($id: ID!, $wh: ID) { eventRedeliver(id: $id, webhookId: $wh) { id } }`,
+		map[string]any{"id": first.ID, "wh": id}).into(t, "eventRedeliver", &redelivered)
+	got := rc.waitFor(t, "ORDER_CREATED", 4)
+	if last := got[len(got)-1]; last.header.Get("webhook-id") != first.ID {
+		t.Errorf("redelivery webhook-id = %q, want %q", last.header.Get("webhook-id"), first.ID)
+	}
+
+	// webhookReplay queues every stored event of the type since then.
+	var replayed int
+	gql(t, sc.adminURL, `mutation($id: ID!, $since: DateTime!) { webhookReplay(id: $id, since: $since) }`,
+		map[string]any{"id": id, "since": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}).into(t, "webhookReplay", &replayed)
+	if replayed != 3 {
+		t.Errorf("webhookReplay = %d, want 3", replayed)
+	}
+	rc.waitFor(t, "ORDER_CREATED", 7)
+
+	// Rotation: the new secret verifies, and so does the old one for 24 h.
+	oldSecret := rc.secrets[newPath]
+	var rotated struct{ Secret string }
+	gql(t, sc.adminURL, `mutation($id: ID!) { webhookSecretRotate(id: $id) { secret } }`, map[string]any{"id": id}).
+		into(t, "webhookSecretRotate", &rotated)
+	if rotated.Secret == oldSecret || !strings.HasPrefix(rotated.Secret, "whsec_") {
+		t.Fatalf("rotated secret %q", rotated.Secret)
+	}
+	rc.mu.Lock()
+	rc.secrets[newPath] = rotated.Secret
+	rc.mu.Unlock()
+	do(t, http.MethodPost, sc.proxyURL+"/orders", `{"total":1}`)
+	got = rc.waitFor(t, "ORDER_CREATED", 8)
+	last := got[len(got)-1]
+	if sigs := strings.Fields(last.header.Get("webhook-signature")); len(sigs) != 2 {
+		t.Errorf("after rotation, signatures = %q, want two", last.header.Get("webhook-signature"))
+	}
+	if wh, _ := standardwebhooks.NewWebhook(oldSecret); wh.Verify(last.body, last.header) != nil {
+		t.Error("the old secret no longer verifies right after rotation")
+	}
+
+	// Delete: the id comes back, and the webhook is gone.
+	var deleted string
+	gql(t, sc.adminURL, `mutation($id: ID!) { webhookDelete(id: $id) }`, map[string]any{"id": id}).into(t, "webhookDelete", &deleted)
+	if deleted != id {
+		t.Errorf("webhookDelete = %q", deleted)
+	}
+	var gone *struct{ ID string }
+	gql(t, sc.adminURL, `query($id: ID!) { webhook(id: $id) { id } }`, map[string]any{"id": id}).into(t, "webhook", &gone)
+	if gone != nil {
+		t.Errorf("deleted webhook still there: %+v", gone)
+	}
+	var list struct{ TotalCount int }
+	gql(t, sc.adminURL, `{ webhooks { totalCount } }`, nil).into(t, "webhooks", &list)
+	if list.TotalCount != 0 {
+		t.Errorf("webhooks totalCount = %d after delete", list.TotalCount)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"testing"
 	"text/template"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -87,15 +88,19 @@ func gatherAfterTraffic(t *testing.T) (map[string]bool, error) {
 	do(t, http.MethodPost, sc.proxyURL+"/broken", `{}`)
 	do(t, http.MethodGet, sc.proxyURL+"/hangup", "")
 	rc.waitFor(t, "ORDER_CREATED", 1)
-	names := map[string]bool{}
-	for key := range scrape(t, sc.adminURL) {
-		name, _, _ := strings.Cut(key, "{")
-		names[strings.TrimSuffix(name, "_count")] = true
+	// The receiver has answered; the outbox records the attempt just after.
+	var names map[string]bool
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		names = map[string]bool{}
+		for key := range scrape(t, sc.adminURL) {
+			name, _, _ := strings.Cut(key, "{")
+			names[strings.TrimSuffix(name, "_count")] = true
+		}
+		if names["eventtap_rule_errors_total"] && names["eventtap_delivery_lag_seconds"] {
+			return names, nil
+		}
 	}
-	if !names["eventtap_rule_errors_total"] || !names["eventtap_delivery_lag_seconds"] {
-		return nil, fmt.Errorf("the traffic did not reach every metric: %v", names)
-	}
-	return names, nil
+	return nil, fmt.Errorf("the traffic did not reach every metric: %v", names)
 }
 
 // prometheusSeries are series Prometheus synthesizes for every target; eventtap does not expose them.

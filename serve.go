@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -26,6 +27,10 @@ import (
 // shutdownTimeout bounds how long the outbox may take to finish in-flight
 // deliveries after the HTTP servers have stopped.
 const shutdownTimeout = 20 * time.Second
+
+// defaultMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT
+// is not set.
+const defaultMemoryLimit = 96 << 20
 
 func configFlag(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (string, bool) {
 	fs := flag.NewFlagSet("eventtap "+name, flag.ContinueOnError)
@@ -82,6 +87,11 @@ func cmdServe(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	logger := newLogger(cfg.Log, stderr)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A sidecar shares its pod's memory: without a limit the Go heap
+		// may grow to twice what is live before collecting.
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg, eng, logger); err != nil {

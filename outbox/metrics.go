@@ -20,7 +20,10 @@ type metrics struct {
 	webhooks       *prometheus.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer, pending, oldest func() float64) (*metrics, error) {
+// newMetrics registers the outbox's metrics. Counters for every event type
+// and outcome start at 0, so that rates and alerts work from the first
+// scrape instead of from the first failure.
+func newMetrics(reg prometheus.Registerer, eventTypes []string, pending, oldest func() float64) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventtap_events_total",
@@ -65,6 +68,13 @@ func newMetrics(reg prometheus.Registerer, pending, oldest func() float64) (*met
 			Help: "Age of the oldest pending delivery's event, 0 when nothing is pending.",
 		}, oldest),
 	}
+	for _, t := range eventTypes {
+		m.attempts.WithLabelValues(t, "success")
+		m.attempts.WithLabelValues(t, "failure")
+		m.failed.WithLabelValues(t)
+	}
+	m.webhooks.WithLabelValues(string(Enabled))
+	m.webhooks.WithLabelValues(string(Disabled))
 	var errs []error
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

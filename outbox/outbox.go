@@ -176,7 +176,7 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 		limit = hooks.pendingLimit
 	}
 	o.disp = newDispatcher(limit)
-	if o.metrics, err = newMetrics(reg, o.disp.pendingCount, func() float64 { return o.disp.oldestPending(o.now()) }); err != nil {
+	if o.metrics, err = newMetrics(reg, eventTypes, o.disp.pendingCount, func() float64 { return o.disp.oldestPending(o.now()) }); err != nil {
 		return nil, err
 	}
 	var dial func(ctx context.Context, network, addr string) (string, error)
