@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/elazarl/goproxy"
+)
+
+// BenchmarkSidecar measures the whole sidecar as `eventtap serve` runs it
+// (real goproxy, rules, Badger outbox with sync writes and group commit,
+// delivery to a local receiver) against a bare goproxy and a bare
+// httputil.ReverseProxy in front of the same upstream, in one run:
+//
+//	go test -run '^$' -bench Sidecar -benchtime 5s .
+//
+// eventtap/tapped is a POST /orders whose response is released only once
+// its ORDER_CREATED event is durable; the receiver gets every event.
+// Compare ns/op between sub-benchmarks (same concurrency): the ratio of two
+// ns/op is the inverse ratio of their throughput.
+func BenchmarkSidecar(b *testing.B) {
+	var ids atomic.Int64
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		var id int64
+		if r.Method == http.MethodPost {
+			id = ids.Add(1)
+		}
+		body := `{"id":` + strconv.FormatInt(id, 10) + `,"status":"OPEN","customer":"c-1","total":12.5}`
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusCreated)
+		}
+		_, _ = io.WriteString(w, body)
+	}))
+	defer upstream.Close()
+	upURL, _ := url.Parse(upstream.URL)
+
+	var delivered atomic.Int64
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		delivered.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer receiver.Close()
+
+	sc := startSidecar(b, upstream.URL, `rules:
+  - name: order-created
+    event: ORDER_CREATED
+    when: {method: POST, path: /orders, status: 201}
+    subject: response.body.id
+`, "")
+	var hook struct{ ID string }
+	gql(b, sc.adminURL, fmt.Sprintf(`mutation { webhookCreate(input: {url: %q, type: ORDER_CREATED}) { id } }`, receiver.URL+"/hook"), nil).
+		into(b, "webhookCreate", &hook)
+
+	tr := func() *http.Transport {
+		return &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute, DisableCompression: true}
+	}
+	rp := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(upURL); pr.SetXForwarded() },
+		Transport: tr(),
+	})
+	defer rp.Close()
+	gp := goproxy.NewProxyHttpServer()
+	gp.Tr = tr()
+	gp.KeepAcceptEncoding = true
+	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Scheme, r.URL.Host = upURL.Scheme, upURL.Host
+		gp.ServeHTTP(w, r)
+	})
+	gpSrv := httptest.NewServer(gp)
+	defer gpSrv.Close()
+
+	client := &http.Client{Transport: tr()}
+	defer client.CloseIdleConnections()
+	for _, tc := range []struct {
+		name, method, url string
+		want              int
+	}{
+		{"direct", http.MethodGet, upstream.URL + "/health", 200},
+		{"httputil.ReverseProxy", http.MethodGet, rp.URL + "/health", 200},
+		{"goproxy", http.MethodGet, gpSrv.URL + "/health", 200},
+		{"eventtap/pass-through", http.MethodGet, sc.proxyURL + "/health", 200},
+		{"eventtap/tapped", http.MethodPost, sc.proxyURL + "/orders", 201},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest(tc.method, tc.url, strings.NewReader(`{"customer":"c-1"}`))
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+					if resp.StatusCode != tc.want {
+						b.Errorf("%s: status %d", tc.name, resp.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
+	// Every tapped request's event reaches the receiver.
+	start, want := time.Now(), ids.Load()
+	for delivered.Load() < want && time.Since(start) < 60*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Logf("%d events delivered of %d orders created; drained %s after the last request", delivered.Load(), want, time.Since(start).Round(time.Millisecond))
+}
