@@ -76,6 +76,22 @@ func BenchmarkParseJSON1K(b *testing.B) {
 	cpu.report(b)
 }
 
+// BenchmarkScanJSON1K measures what Evaluate does to a body a rule reads:
+// validate it and record its tape, into reused buffers.
+func BenchmarkScanJSON1K(b *testing.B) {
+	body := []byte(orderJSON(1024, "SHIPPED"))
+	var sc jsonScanner
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	cpu := startCPU()
+	for b.Loop() {
+		if !sc.scan(body) {
+			b.Fatal("not JSON")
+		}
+	}
+	cpu.report(b)
+}
+
 func BenchmarkParseJSON1KEncodingJSON(b *testing.B) {
 	body := []byte(orderJSON(1024, "SHIPPED"))
 	b.SetBytes(int64(len(body)))

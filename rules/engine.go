@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"strings"
-	"unicode/utf8"
+	"sync"
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/common/types/traits"
 	"cel.dev/cel-go/interpreter"
 )
 
@@ -18,6 +20,9 @@ import (
 type Engine struct {
 	rules  []*rule
 	routes []methodRoutes
+	// scratch holds *scratch values: the buffers bodies are scanned into,
+	// reused from one evaluation to the next.
+	scratch sync.Pool
 }
 
 // rule is one compiled rule.
@@ -118,17 +123,20 @@ func (e *EvalError) Unwrap() error { return e.Err }
 // reads it; it is then validated as JSON once, and decoded only as far as
 // expressions read it. Evaluate is safe for concurrent use.
 func (e *Engine) Evaluate(ex *Exchange) ([]Event, []error) {
-	var events []Event
-	var errs []error
-	e.eval(ex, false, func(_ int, o Outcome) {
-		switch o.Result {
-		case Fired:
-			events = append(events, *o.Event)
-		case Failed:
-			errs = append(errs, o.Err)
-		}
-	})
-	return events, errs
+	var out outcomes
+	e.eval(ex, &out)
+	if len(out.events) == 0 {
+		out.events = nil
+	}
+	return out.events, out.errs
+}
+
+// outcomes receives what eval makes of the rules: events and errors for
+// Evaluate, or, when explain is set, every rule's outcome by index.
+type outcomes struct {
+	explain []Outcome
+	events  []Event
+	errs    []error
 }
 
 // Result is how far a rule got with an exchange.
@@ -181,9 +189,9 @@ type Outcome struct {
 // for each rule, in rule order, how far it got. It is for
 // `eventtap rules test`.
 func (e *Engine) Explain(ex *Exchange) []Outcome {
-	out := make([]Outcome, e.Len())
-	e.eval(ex, true, func(i int, o Outcome) { out[i] = o })
-	return out
+	out := outcomes{explain: make([]Outcome, e.Len())}
+	e.eval(ex, &out)
+	return out.explain
 }
 
 // maxStackCandidates is how many matching rules Evaluate tracks without
@@ -192,38 +200,72 @@ const maxStackCandidates = 8
 
 type candidate struct {
 	index int
-	caps  map[string]string
+	tpl   *template // the template that matched
 }
 
-var noCaptures = map[string]string{}
-
-// eval passes the outcome of each rule that matched method, path and status
-// (of every rule when all is set) to emit, with the rule's index.
-func (e *Engine) eval(ex *Exchange, all bool, emit func(int, Outcome)) {
+// eval records in out the outcome of each rule that matched method, path
+// and status (of every rule when out.explain is set).
+func (e *Engine) eval(ex *Exchange, out *outcomes) {
 	if e == nil || ex == nil {
 		return
 	}
+	all := out.explain != nil
 	var stack [maxStackCandidates]candidate
 	cands := stack[:0]
 	var union needs
 	for i, r := range e.rules {
-		res, caps := r.matchRequest(ex)
+		res, tpl := r.matchRequest(ex)
 		if res != Fired {
 			if all {
-				emit(i, Outcome{Rule: r.name, Result: res})
+				out.explain[i] = Outcome{Rule: r.name, Result: res}
 			}
 			continue
 		}
-		cands = append(cands, candidate{i, caps})
+		cands = append(cands, candidate{i, tpl})
 		union |= r.needs
 	}
 	if len(cands) == 0 {
 		return
 	}
 	st := &evalState{ex: ex, needs: union}
+	st.scratch, _ = e.scratch.Get().(*scratch)
+	if st.scratch == nil {
+		st.scratch = &scratch{}
+	}
+	defer func() {
+		if st.scratch.release() {
+			e.scratch.Put(st.scratch)
+		}
+	}()
+	if !all {
+		// Sized for every candidate firing, so that events are not
+		// allocated one by one.
+		out.events = make([]Event, 0, len(cands))
+	}
+	var pv *pathVar
 	for _, c := range cands {
 		r := e.rules[c.index]
-		ev, res, err := st.evalRule(r, c.caps)
+		if pv == nil || pv.tpl.raw != c.tpl.raw {
+			// Rules with the same template share their captures.
+			pv = &pathVar{tpl: c.tpl, path: ex.Request.Path}
+		}
+		var ev *Event
+		if all {
+			ev = new(Event)
+		} else {
+			out.events = append(out.events, Event{})
+			ev = &out.events[len(out.events)-1]
+		}
+		res, err := st.evalRuleInto(r, pv, ev)
+		if !all {
+			if res != Fired {
+				out.events = out.events[:len(out.events)-1]
+			}
+			if res == Failed {
+				out.errs = append(out.errs, &EvalError{Rule: r.name, Err: err})
+			}
+			continue
+		}
 		o := Outcome{Rule: r.name, Result: res}
 		switch res {
 		case Fired:
@@ -231,12 +273,13 @@ func (e *Engine) eval(ex *Exchange, all bool, emit func(int, Outcome)) {
 		case Failed:
 			o.Err = &EvalError{Rule: r.name, Err: err}
 		}
-		emit(c.index, o)
+		out.explain[c.index] = o
 	}
 }
 
-// matchRequest checks method, path and status; Fired means all matched.
-func (r *rule) matchRequest(ex *Exchange) (Result, map[string]string) {
+// matchRequest checks method, path and status; Fired means all matched,
+// with the template that matched.
+func (r *rule) matchRequest(ex *Exchange) (Result, *template) {
 	methodOK := false
 	for _, m := range r.methods {
 		if m == ex.Request.Method {
@@ -254,71 +297,224 @@ func (r *rule) matchRequest(ex *Exchange) (Result, map[string]string) {
 		if !r.status.has(ex.Response.Status) {
 			return NoStatus, nil
 		}
-		if len(t.names) == 0 {
-			return Fired, noCaptures
-		}
-		caps := make(map[string]string, len(t.names))
-		t.match(ex.Request.Path, caps)
-		return Fired, caps
+		return Fired, t
 	}
 	return NoRoute, nil
 }
 
 // evalState holds what the rules of one Evaluate share: the CEL values of
-// request and response, built on first use, with each body validated once
-// and decoded as far as expressions read it (see jsonDoc).
+// request and response, with each body scanned once on first use and
+// decoded as far as expressions read it (see jsonDoc).
 type evalState struct {
 	ex    *Exchange
 	needs needs
+	// scratch is borrowed from Engine.scratch for the evaluation.
+	scratch *scratch
 
-	request, response ref.Val
+	request, response exchangeVar
 	reqBody, respBody ref.Val
+	reqDoc, respDoc   jsonDoc
+	arena             jsonArena
+	act               activation
+}
+
+// scratch is what an evaluation borrows from Engine.scratch: the scanners
+// whose tapes the bodies use, the caches of their decoded values, and a
+// buffer to encode event data in.
+type scratch struct {
+	req, resp         jsonScanner
+	reqVals, respVals []ref.Val
+	reqSet, respSet   []uint32 // the nodes of the vals that are set
+	enc               []byte   // what encode appends to
+}
+
+// maxScratchNodes is the largest tape kept for the next evaluation, and
+// maxScratchEncode the largest encoding buffer; larger buffers go to the
+// garbage collector.
+const (
+	maxScratchNodes  = 1 << 16
+	maxScratchEncode = 64 << 10
+)
+
+// scratchBuf returns s.scratch, made when evaluating a rule directly (in
+// tests).
+func (s *evalState) scratchBuf() *scratch {
+	if s.scratch == nil {
+		s.scratch = &scratch{}
+	}
+	return s.scratch
+}
+
+// release clears what the evaluation left in s and reports whether s is
+// worth keeping.
+func (s *scratch) release() bool {
+	for _, i := range s.reqSet {
+		s.reqVals[i] = nil
+	}
+	for _, i := range s.respSet {
+		s.respVals[i] = nil
+	}
+	s.reqSet, s.respSet = s.reqSet[:0], s.respSet[:0]
+	return cap(s.req.tape) <= maxScratchNodes && cap(s.resp.tape) <= maxScratchNodes
 }
 
 func (s *evalState) body(resp bool) ref.Val {
 	if resp {
 		if s.respBody == nil {
-			s.respBody = bodyValue(s.ex.Response.Body, s.ex.Response.Truncated)
+			s.respBody = s.scanBody(&s.respDoc, s.ex.Response.Body, s.ex.Response.Truncated, resp)
 		}
 		return s.respBody
 	}
 	if s.reqBody == nil {
-		s.reqBody = bodyValue(s.ex.Request.Body, s.ex.Request.Truncated)
+		s.reqBody = s.scanBody(&s.reqDoc, s.ex.Request.Body, s.ex.Request.Truncated, resp)
 	}
 	return s.reqBody
 }
 
-func (s *evalState) requestVal() ref.Val {
-	if s.request == nil {
-		req := &s.ex.Request
-		m := map[string]any{"method": req.Method, "path": req.Path}
-		if s.needs&needQuery != 0 {
-			m["query"] = firstValues(req.RawQuery)
-		}
-		if s.needs&needReqHeaders != 0 {
-			m["headers"] = lowerHeaders(req.Header)
-		}
-		if s.needs&needReqBody != 0 {
-			m["body"] = s.body(false)
-		}
-		s.request = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m)
+func (s *evalState) scanBody(d *jsonDoc, b []byte, truncated, resp bool) ref.Val {
+	s.scratchBuf()
+	sc, vals, set := &s.scratch.req, &s.scratch.reqVals, &s.scratch.reqSet
+	if resp {
+		sc, vals, set = &s.scratch.resp, &s.scratch.respVals, &s.scratch.respSet
 	}
-	return s.request
+	if !d.init(b, truncated, sc, &s.arena) {
+		return types.NullValue
+	}
+	if cap(*vals) < len(d.tape) {
+		*vals = make([]ref.Val, len(d.tape), max(len(d.tape), 64))
+	}
+	*vals = (*vals)[:len(d.tape)]
+	d.vals, d.set = *vals, set
+	return d.value(0)
 }
 
-func (s *evalState) responseVal() ref.Val {
-	if s.response == nil {
-		resp := &s.ex.Response
-		m := map[string]any{"status": int64(resp.Status)}
-		if s.needs&needRespHeaders != 0 {
-			m["headers"] = lowerHeaders(resp.Header)
+// exchangeVar is the value of the request or response variable: a map
+// whose fields are built on first use. Selecting a field (request.body)
+// goes through FindStringKey; anything else uses the whole map.
+type exchangeVar struct {
+	st   *evalState
+	resp bool
+	full ref.Val // nil until built
+	// method, path and status, as CEL values; nil until used.
+	method, path ref.Val
+	query        ref.Val
+	headers      ref.Val
+}
+
+// FindStringKey is CEL's fast path for selecting a field.
+func (x *exchangeVar) FindStringKey(name string) (any, bool) {
+	st := x.st
+	if x.resp {
+		resp := &st.ex.Response
+		switch name {
+		case "status":
+			return types.Int(resp.Status), true
+		case "headers":
+			if st.needs&needRespHeaders != 0 {
+				if x.headers == nil {
+					x.headers = types.NewStringStringMap(types.DefaultTypeAdapter, lowerHeaders(resp.Header))
+				}
+				return x.headers, true
+			}
+		case "body":
+			if st.needs&needRespBody != 0 {
+				return st.body(true), true
+			}
 		}
-		if s.needs&needRespBody != 0 {
-			m["body"] = s.body(true)
-		}
-		s.response = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m)
+		return nil, false
 	}
-	return s.response
+	req := &st.ex.Request
+	switch name {
+	case "method":
+		if x.method == nil {
+			x.method = types.String(req.Method)
+		}
+		return x.method, true
+	case "path":
+		if x.path == nil {
+			x.path = types.String(req.Path)
+		}
+		return x.path, true
+	case "query":
+		if st.needs&needQuery != 0 {
+			if x.query == nil {
+				x.query = types.NewStringStringMap(types.DefaultTypeAdapter, firstValues(req.RawQuery))
+			}
+			return x.query, true
+		}
+	case "headers":
+		if st.needs&needReqHeaders != 0 {
+			if x.headers == nil {
+				x.headers = types.NewStringStringMap(types.DefaultTypeAdapter, lowerHeaders(req.Header))
+			}
+			return x.headers, true
+		}
+	case "body":
+		if st.needs&needReqBody != 0 {
+			return st.body(false), true
+		}
+	}
+	return nil, false
+}
+
+// value returns the variable as a CEL map, for uses other than selecting
+// a field.
+func (x *exchangeVar) value() ref.Val {
+	if x.full == nil {
+		fields := requestFields
+		if x.resp {
+			fields = responseFields
+		}
+		m := make(map[string]any, len(fields))
+		for _, f := range fields {
+			if v, ok := x.FindStringKey(f); ok {
+				m[f] = v
+			}
+		}
+		x.full = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m)
+	}
+	return x.full
+}
+
+// pathVar is the value of the path variable: the captures of a template.
+type pathVar struct {
+	tpl   *template
+	path  string
+	vals  []ref.Val // by capture; nil until the first is selected
+	small [4]ref.Val
+	full  ref.Val
+}
+
+// FindStringKey is CEL's fast path for selecting a field.
+func (p *pathVar) FindStringKey(name string) (any, bool) {
+	for i, n := range p.tpl.names {
+		if n != name {
+			continue
+		}
+		if p.vals == nil {
+			p.vals = p.small[:0]
+			if len(p.tpl.names) > len(p.small) {
+				p.vals = make([]ref.Val, 0, len(p.tpl.names))
+			}
+			p.vals = p.vals[:len(p.tpl.names)]
+		}
+		if p.vals[i] == nil {
+			p.vals[i] = types.String(p.tpl.capture(p.path, i))
+		}
+		return p.vals[i], true
+	}
+	return nil, false
+}
+
+// value returns the captures as a CEL map, for uses other than selecting
+// one.
+func (p *pathVar) value() ref.Val {
+	if p.full == nil {
+		m := make(map[string]string, len(p.tpl.names))
+		p.tpl.match(p.path, m)
+		p.full = types.NewStringStringMap(types.DefaultTypeAdapter, m)
+	}
+	return p.full
 }
 
 func firstValues(rawQuery string) map[string]string {
@@ -351,19 +547,91 @@ func lowerHeaders(h map[string][]string) map[string]string {
 	return out
 }
 
+// Both variables are maps to CEL; they delegate what is not selecting a
+// field to the whole map.
+
+// ConvertToNative implements ref.Val.
+func (x *exchangeVar) ConvertToNative(t reflect.Type) (any, error) {
+	return x.value().ConvertToNative(t)
+}
+
+// ConvertToType implements ref.Val.
+func (x *exchangeVar) ConvertToType(t ref.Type) ref.Val { return x.value().ConvertToType(t) }
+
+// Equal implements ref.Val.
+func (x *exchangeVar) Equal(other ref.Val) ref.Val { return x.value().Equal(other) }
+
+// Type implements ref.Val.
+func (x *exchangeVar) Type() ref.Type { return types.MapType }
+
+// Value implements ref.Val.
+func (x *exchangeVar) Value() any { return x.value().Value() }
+
+// Contains implements traits.Container.
+func (x *exchangeVar) Contains(k ref.Val) ref.Val { return x.value().(traits.Mapper).Contains(k) }
+
+// Get implements traits.Indexer.
+func (x *exchangeVar) Get(k ref.Val) ref.Val { return x.value().(traits.Mapper).Get(k) }
+
+// Find implements traits.Mapper.
+func (x *exchangeVar) Find(k ref.Val) (ref.Val, bool) { return x.value().(traits.Mapper).Find(k) }
+
+// Iterator implements traits.Iterable.
+func (x *exchangeVar) Iterator() traits.Iterator { return x.value().(traits.Mapper).Iterator() }
+
+// Size implements traits.Sizer.
+func (x *exchangeVar) Size() ref.Val { return x.value().(traits.Mapper).Size() }
+
+// ConvertToNative implements ref.Val.
+func (p *pathVar) ConvertToNative(t reflect.Type) (any, error) {
+	return p.value().ConvertToNative(t)
+}
+
+// ConvertToType implements ref.Val.
+func (p *pathVar) ConvertToType(t ref.Type) ref.Val { return p.value().ConvertToType(t) }
+
+// Equal implements ref.Val.
+func (p *pathVar) Equal(other ref.Val) ref.Val { return p.value().Equal(other) }
+
+// Type implements ref.Val.
+func (p *pathVar) Type() ref.Type { return types.MapType }
+
+// Value implements ref.Val.
+func (p *pathVar) Value() any { return p.value().Value() }
+
+// Contains implements traits.Container.
+func (p *pathVar) Contains(k ref.Val) ref.Val { return p.value().(traits.Mapper).Contains(k) }
+
+// Get implements traits.Indexer.
+func (p *pathVar) Get(k ref.Val) ref.Val { return p.value().(traits.Mapper).Get(k) }
+
+// Find implements traits.Mapper.
+func (p *pathVar) Find(k ref.Val) (ref.Val, bool) { return p.value().(traits.Mapper).Find(k) }
+
+// Iterator implements traits.Iterable.
+func (p *pathVar) Iterator() traits.Iterator { return p.value().(traits.Mapper).Iterator() }
+
+// Size implements traits.Sizer.
+func (p *pathVar) Size() ref.Val { return p.value().(traits.Mapper).Size() }
+
+var (
+	_ traits.Mapper = (*exchangeVar)(nil)
+	_ traits.Mapper = (*pathVar)(nil)
+)
+
 // activation resolves the CEL variables of one rule.
 type activation struct {
 	st   *evalState
-	path map[string]string
+	path any // *pathVar, or a map[string]string in tests
 }
 
 // ResolveName implements interpreter.Activation.
 func (a *activation) ResolveName(name string) (any, bool) {
 	switch name {
 	case "request":
-		return a.st.requestVal(), true
+		return &a.st.request, true
 	case "response":
-		return a.st.responseVal(), true
+		return &a.st.response, true
 	case "path":
 		return a.path, true
 	}
@@ -373,42 +641,58 @@ func (a *activation) ResolveName(name string) (any, bool) {
 // Parent implements interpreter.Activation.
 func (a *activation) Parent() interpreter.Activation { return nil }
 
-func (s *evalState) evalRule(r *rule, caps map[string]string) (*Event, Result, error) {
-	act := &activation{st: s, path: caps}
+// evalRule runs rule r; path is the value of the path variable.
+func (s *evalState) evalRule(r *rule, path any) (*Event, Result, error) {
+	ev := new(Event)
+	res, err := s.evalRuleInto(r, path, ev)
+	if res != Fired {
+		ev = nil
+	}
+	return ev, res, err
+}
+
+// evalRuleInto is evalRule, filling in ev when the rule fires.
+func (s *evalState) evalRuleInto(r *rule, path any, ev *Event) (Result, error) {
+	if s.request.st == nil {
+		s.request = exchangeVar{st: s}
+		s.response = exchangeVar{st: s, resp: true}
+	}
+	act := &s.act
+	*act = activation{st: s, path: path}
 	if r.match != nil {
 		v, err := r.match.eval(act)
 		if err != nil {
-			return nil, Failed, fmt.Errorf("when.match: %w", err)
+			return Failed, fmt.Errorf("when.match: %w", err)
 		}
 		b, ok := v.(types.Bool)
 		if !ok {
-			return nil, Failed, fmt.Errorf("when.match: evaluated to a %s, not true or false", v.Type().TypeName())
+			return Failed, fmt.Errorf("when.match: evaluated to a %s, not true or false", v.Type().TypeName())
 		}
 		if !b {
-			return nil, NoMatch, nil
+			return NoMatch, nil
 		}
 	}
 	v, err := r.subject.eval(act)
 	if err != nil {
-		return nil, Failed, fmt.Errorf("subject: %w", err)
+		return Failed, fmt.Errorf("subject: %w", err)
 	}
 	subject, err := renderSubject(v)
 	if err != nil {
-		return nil, Failed, fmt.Errorf("subject: %w", err)
+		return Failed, fmt.Errorf("subject: %w", err)
 	}
 	data, err := s.encode(r.data, act, false)
 	if err != nil {
-		return nil, Failed, fmt.Errorf("data: %w", err)
+		return Failed, fmt.Errorf("data: %w", err)
 	}
-	ev := &Event{Rule: r.name, Type: r.event, Subject: subject, Data: data, ObservedAt: s.ex.End}
+	*ev = Event{Rule: r.name, Type: r.event, Subject: subject, Data: data, ObservedAt: s.ex.End}
 	if r.changed != nil {
 		val, err := s.encode(r.changed, act, true)
 		if err != nil {
-			return nil, Failed, fmt.Errorf("changed: %w", err)
+			return Failed, fmt.Errorf("changed: %w", err)
 		}
 		ev.State = &State{Key: r.name + "\x00" + subject, Value: val}
 	}
-	return ev, Fired, nil
+	return Fired, nil
 }
 
 // encode evaluates x and returns its result as JSON (see appendJSON for
@@ -420,11 +704,21 @@ func (s *evalState) encode(x *expr, act *activation, canonical bool) (json.RawMe
 	}
 	if o, ok := v.(*jsonObject); ok && !canonical {
 		// The usual `data: response.body`: its text, sized exactly.
-		if raw := o.doc.raw(o.start); utf8.Valid(raw) {
-			return appendCompact(make([]byte, 0, len(raw)), raw), nil
+		if out, ok := o.doc.appendText(make([]byte, 0, len(o.doc.raw(o.idx))), o.idx); ok {
+			return out, nil
 		}
 	}
-	return appendJSON(make([]byte, 0, 64), v, canonical)
+	// Encode into the scratch buffer, then copy out exactly the bytes
+	// used.
+	sc := s.scratchBuf()
+	out, err := appendJSON(sc.enc[:0], v, canonical)
+	if cap(out) <= maxScratchEncode {
+		sc.enc = out
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(json.RawMessage(nil), out...), nil
 }
 
 // eval runs the program and turns CEL error values into Go errors.

@@ -3,7 +3,9 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -316,5 +318,64 @@ func TestEvaluateCostLimit(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("a runaway expression ran for %v", d)
+	}
+}
+
+// TestEvaluateReusesScratch evaluates exchanges one after the other, and
+// concurrently, on one engine, which reuses its buffers from one evaluation
+// to the next, and requires the results of an engine used once.
+func TestEvaluateReusesScratch(t *testing.T) {
+	const rules = `
+- name: upd
+  event: ORDER_UPDATED
+  when: {method: PATCH, path: '/o/{id}', match: 'has(request.body.status)'}
+  subject: path.id
+  data: '{"id": path.id, "total": response.body.total, "lines": response.body.lines.map(l, l.sku)}'
+  changed: response.body.status
+- name: raw
+  event: ORDER_UPDATED
+  when: {method: PATCH, path: '/o/{id}'}
+  subject: response.body.id
+`
+	big := orderJSON(2<<20, "BIG") // a tape larger than the buffers kept
+	var exs []*Exchange
+	for i, body := range []string{orderJSON(1024, "A"), `{"id": "x", "status": "B", "lines": []}`, big, orderJSON(300, "C"), "{\"id\":\"\xff\", \"lines\": [{\"sku\": \"\u00e9\"}]}", `nope`} {
+		exs = append(exs, exch("PATCH", fmt.Sprintf("/o/%d", i), 200, `{"status":"S"}`, body))
+	}
+	want := make([][]string, len(exs))
+	for i, ex := range exs {
+		want[i] = got(mustCompile(t, rules).Evaluate(ex))
+	}
+	e := mustCompile(t, rules)
+	check := func(i int) error {
+		if g := got(e.Evaluate(exs[i])); !slices.Equal(g, want[i]) {
+			return fmt.Errorf("exchange %d: got %q, want %q", i, g, want[i])
+		}
+		return nil
+	}
+	for round := 0; round < 3; round++ {
+		for i := range exs {
+			if err := check(i); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*len(exs))
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range exs {
+				if err := check((i + g) % len(exs)); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -18,19 +18,19 @@ const maxJSONDepth = 10000
 // depth and number range; invalid UTF-8 becomes U+FFFD) and reports false
 // for anything else.
 //
-// Evaluate does not call it on whole bodies: it checks them with validJSON
-// and decodes only what expressions read (see jsonDoc). parseJSON decodes
-// the parts that are used whole.
+// Evaluate does not call it on whole bodies: it checks them with
+// jsonScanner, which records where each value is, and decodes only what
+// expressions read (see jsonDoc). parseJSON decodes the parts that are used
+// whole.
 func parseJSON(b []byte) (any, bool) {
 	p := jsonParser{b: b, s: string(b), build: true}
 	return p.document()
 }
 
-// validJSON reports whether parseJSON would accept b, without allocating.
+// validJSON reports whether parseJSON would accept b.
 func validJSON(b []byte) bool {
-	p := jsonParser{b: b}
-	_, ok := p.document()
-	return ok
+	var sc jsonScanner
+	return sc.scan(b)
 }
 
 // jsonParser is a recursive-descent JSON parser. With build unset it only
@@ -418,40 +418,6 @@ func (p *jsonParser) digits() int {
 		p.i++
 	}
 	return p.i - start
-}
-
-// skipJSON returns the offset just past the value starting at b[i], which
-// must be valid JSON (checked by validJSON beforehand).
-func skipJSON(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return i
-	}
-	// A number or a literal ends at a delimiter.
-	for i < len(b) {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i
-		}
-		i++
-	}
-	return i
 }
 
 // skipString returns the offset just past the string starting at b[i].

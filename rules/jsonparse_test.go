@@ -137,6 +137,9 @@ func TestLazyMatchesDecoded(t *testing.T) {
 		`dyn(response.body).id`, `response.body.obj.a.b.upperAscii()`, `string(response.body.id)`,
 		`response.body.list.exists(x, x == null)`, `response.body.list.size() > 2`,
 		`{"copy": response.body.obj}`, `[response.body.list, response.body.obj.e]`,
+		`response.body.map(k, k).size()`, `response.body.filter(k, k == "dup")`, `response.body.map(k, response.body[k]).size()`,
+		`response.body.list.map(x, x)`, `response.body.list.filter(x, type(x) == int)`, `response.body.list[4].size()`,
+		`response.body.obj.a.map(k, k + "=" + response.body.obj.a[k])`, `response.body.exists(k, k == "key")`,
 	}
 	doc := []byte(body)
 	decoded, ok := parseJSON(doc)

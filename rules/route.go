@@ -108,6 +108,24 @@ func (t *template) match(path string, caps map[string]string) bool {
 	return true
 }
 
+// capture returns capture k of path, which t matches.
+func (t *template) capture(path string, k int) string {
+	rest := path[1:]
+	for _, sg := range t.segs {
+		seg := rest
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			seg, rest = rest[:j], rest[j+1:]
+		}
+		if sg.name != "" {
+			if k == 0 {
+				return seg
+			}
+			k--
+		}
+	}
+	return ""
+}
+
 // noRank is larger than any rule index.
 const noRank = int(^uint(0) >> 1)
 

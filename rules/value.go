@@ -71,9 +71,9 @@ func (e jsonEncoder) appendVal(buf []byte, v ref.Val, depth int) ([]byte, error)
 	case *types.Err:
 		return buf, v
 	case *jsonObject:
-		return e.appendRaw(buf, v.doc, v.start, depth)
+		return e.appendRaw(buf, v.doc, v.idx, depth)
 	case *jsonArray:
-		return e.appendRaw(buf, v.doc, v.start, depth)
+		return e.appendRaw(buf, v.doc, v.idx, depth)
 	}
 	// Lists and maps built from parsed bodies wrap the parser's native
 	// values; encoding those directly skips adapting every element.
@@ -102,26 +102,22 @@ func (e jsonEncoder) appendVal(buf []byte, v ref.Val, depth int) ([]byte, error)
 		}
 		return append(buf, ']'), nil
 	case traits.Mapper:
-		type entry struct {
-			key string
-			val ref.Val
-		}
-		var entries []entry
-		it := v.Iterator()
-		for it.HasNext() == types.True {
-			k := it.Next()
-			var ks string
-			switch k := k.(type) {
-			case types.String:
-				ks = string(k)
-			case types.Int, types.Uint, types.Bool:
-				ks = fmt.Sprint(k.Value())
-			default:
-				return buf, fmt.Errorf("map key of type %s cannot be a JSON object key", k.Type().TypeName())
+		var small [8]mapEntry
+		c := entryCollector{entries: small[:0]}
+		if f, ok := v.(traits.Foldable); ok {
+			f.Fold(&c)
+		} else {
+			it := v.Iterator()
+			for it.HasNext() == types.True {
+				k := it.Next()
+				c.FoldEntry(k, v.Get(k))
 			}
-			entries = append(entries, entry{ks, v.Get(k)})
 		}
-		slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.key, b.key) })
+		if c.err != nil {
+			return buf, c.err
+		}
+		entries := c.entries
+		slices.SortFunc(entries, func(a, b mapEntry) int { return strings.Compare(a.key, b.key) })
 		buf = append(buf, '{')
 		for i, en := range entries {
 			if i > 0 {
@@ -139,10 +135,45 @@ func (e jsonEncoder) appendVal(buf []byte, v ref.Val, depth int) ([]byte, error)
 	return buf, fmt.Errorf("a value of type %s cannot be encoded as JSON", v.Type().TypeName())
 }
 
-// appendRaw encodes the part of a body at offset i.
-func (e jsonEncoder) appendRaw(buf []byte, d *jsonDoc, i, depth int) ([]byte, error) {
-	if raw := d.raw(i); !e.canonical && utf8.Valid(raw) {
-		return appendCompact(buf, raw), nil
+// mapEntry is one entry of a map being encoded.
+type mapEntry struct {
+	key string
+	val ref.Val
+}
+
+// entryCollector collects the entries of a map with string keys (or keys
+// JSON writes as strings), through traits.Folder.
+type entryCollector struct {
+	entries []mapEntry
+	err     error
+}
+
+// FoldEntry implements traits.Folder.
+func (c *entryCollector) FoldEntry(key, val any) bool {
+	kv, ok := key.(ref.Val)
+	if !ok {
+		kv = types.DefaultTypeAdapter.NativeToValue(key)
+	}
+	var ks string
+	switch k := kv.(type) {
+	case types.String:
+		ks = string(k)
+	case types.Int, types.Uint, types.Bool:
+		ks = fmt.Sprint(k.Value())
+	default:
+		c.err = fmt.Errorf("map key of type %s cannot be a JSON object key", kv.Type().TypeName())
+		return false
+	}
+	c.entries = append(c.entries, mapEntry{ks, types.DefaultTypeAdapter.NativeToValue(val)})
+	return true
+}
+
+// appendRaw encodes the part of a body at node i.
+func (e jsonEncoder) appendRaw(buf []byte, d *jsonDoc, i uint32, depth int) ([]byte, error) {
+	if !e.canonical {
+		if out, ok := d.appendText(buf, i); ok {
+			return out, nil
+		}
 	}
 	return appendNative(buf, d.native(i), depth)
 }
