@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 // per Commit call (as the proxy does per exchange), fanned out to one
 // webhook whose deliveries are paused so that only committing is measured.
 func BenchmarkCommit(b *testing.B) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(processMemoryLimit))
 	for _, committers := range []int{1, 8, 32, 128} {
 		b.Run(fmt.Sprintf("committers=%d", committers), func(b *testing.B) {
 			o := openTest(b, func(s *StorageConfig, _ *DeliveryConfig, _ *openHooks) { s.SyncWrites = true })
@@ -66,6 +68,7 @@ func BenchmarkCommit(b *testing.B) {
 // receiver: b.N events over 64 subjects, committed up front, then
 // delivered by the default-sized worker pool.
 func BenchmarkDelivery(b *testing.B) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(processMemoryLimit))
 	o := openTest(b, func(_ *StorageConfig, d *DeliveryConfig, _ *openHooks) { d.Workers = 32 })
 	rc := newCountingReceiver(b)
 	hook := o.hook(b, rc.URL, "ORDER_CREATED")
@@ -87,6 +90,10 @@ func BenchmarkDelivery(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "attempts/s")
 	reportMemory(b)
 }
+
+// processMemoryLimit is the GOMEMLIMIT the eventtap binary sets when the
+// environment leaves it unset, so that benchmarks measure what users get.
+const processMemoryLimit = 96 << 20
 
 // reportMemory reports the process's current RSS and Go heap, so that a
 // benchmark run shows what the store costs (the receiver and the benchmark
@@ -114,6 +121,7 @@ func reportMemory(b *testing.B) {
 // delivery to a local receiver, as under steady production traffic. It
 // reports committed events/s and the process's peak RSS (VmHWM).
 func BenchmarkSustained(b *testing.B) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(processMemoryLimit))
 	o := openTest(b, func(s *StorageConfig, d *DeliveryConfig, _ *openHooks) { s.SyncWrites = true; d.Workers = 32 })
 	rc := newCountingReceiver(b)
 	o.hook(b, rc.URL, "ORDER_CREATED")

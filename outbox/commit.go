@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -13,10 +14,16 @@ import (
 	"github.com/eventtap/eventtap/rules"
 )
 
-// commitRequest is one Commit call waiting for its batch to be durable.
+// commitRequest is one Commit call, or one delivery attempt's records,
+// waiting for its batch to be durable.
 type commitRequest struct {
 	events []rules.Event
-	done   chan error
+	// attempt, when set, writes a delivery attempt's records instead of
+	// events; webhookID names the webhook they belong to.
+	attempt   func(w entrySink) error
+	webhookID string
+	err       error // this request's own outcome (set by the committer)
+	done      chan error
 }
 
 // maxBatchEvents bounds one group-commit batch so that a burst cannot build
@@ -58,67 +65,397 @@ func (o *Outbox) Commit(ctx context.Context, events []rules.Event) error {
 	}
 }
 
-// runCommitter is the single writer of events: it takes everything queued,
-// commits it as one batch and acknowledges every waiter. It exits when Close
-// closes the queue, after writing what was already queued.
+// recordAttempt writes an attempt's records through the group committer,
+// sharing a sync with the events and other attempts of the same batch, and
+// returns once they are durable. It returns ErrNotFound, writing nothing,
+// when the webhook was deleted meanwhile: the committer checks under whMu,
+// which orders the write before any DeleteWebhook, whose scans then remove
+// what was written. Workers call it until Close has stopped them, so the
+// attempt queue outlives the commit queue.
+func (o *Outbox) recordAttempt(whID string, fn func(w entrySink) error) error {
+	req := &commitRequest{attempt: fn, webhookID: whID, done: make(chan error, 1)}
+	o.attempts <- req
+	return <-req.done
+}
+
+// entrySink takes the writes of one record set: a txnWriter, or a batch
+// collecting entries for the group committer.
+type entrySink interface {
+	set(e *badger.Entry) error
+	delete(key []byte) error
+}
+
+// committer is the state owned by runCommitter. Batches are pipelined: the
+// next batch is assembled (sequences, `changed` state, payloads, fan-out,
+// encoding) while the previous one is being written and synced, and it is
+// handed to Badger only once the previous one is durable, so that batches
+// become durable, are acknowledged and reach the dispatcher in sequence
+// order, and a failed batch can still be reassembled behind.
+type committer struct {
+	o *Outbox
+	// inflight is the batch handed to Badger and not yet durable; done
+	// receives its outcome from the commit callback.
+	inflight *batch
+	done     chan error
+	free     []*batch
+	seq      uint64 // last sequence assigned (o.seq is the last one handed to Badger)
+	failures int    // batches that failed, to notice one failing under b
+
+	queue, attempts chan *commitRequest // nil once closed
+
+	// `changed` values are read from snap, a read-only snapshot taken when
+	// nothing of ours was in flight, overlaid by states, which holds every
+	// value written since snap was taken (in flight or being assembled).
+	// The committer is the only writer of r/ keys, so this is the latest
+	// value without waiting for the batch in flight (a new Badger
+	// transaction would wait for it).
+	snap      *badger.Txn
+	snapTaken time.Time
+	states    map[string]stateValue
+	stale     bool // states may hold values that were never written
+}
+
+type stateValue struct {
+	value   []byte
+	written time.Time
+}
+
+// maxStateOverlay bounds the `changed` values kept in memory before the
+// snapshot is renewed (which waits for the batch in flight).
+const maxStateOverlay = 16384
+
+// maxSnapshotAge bounds how long a snapshot is kept: an old read timestamp
+// keeps compactions from discarding overwritten versions.
+const maxSnapshotAge = time.Second
+
+// runCommitter is the single writer of events and delivery attempts: it
+// takes everything queued, commits it as one batch and acknowledges every
+// waiter once durable. It exits when Close has closed both queues, after
+// writing what was already queued.
+//
+// While a batch is being written and synced, requests that arrive are
+// assembled into the next batch right away, so that the CPU work overlaps
+// the sync; the next batch is handed to Badger as soon as the previous one
+// is durable, with everything queued by then.
 func (o *Outbox) runCommitter() {
 	defer o.committerWG.Done()
-	b := &batch{}
-	for req := range o.queue {
-		b.reset()
-		b.add(req)
-	drain:
-		for b.events < maxBatchEvents {
-			select {
-			case r, ok := <-o.queue:
-				if !ok {
-					break drain
-				}
-				b.add(r)
-			default:
-				break drain
+	c := &committer{o: o, done: make(chan error, 1), seq: o.seq, states: map[string]stateValue{},
+		queue: o.queue, attempts: o.attempts}
+	for c.queue != nil || c.attempts != nil {
+		var done chan error
+		if c.inflight != nil {
+			done = c.done
+		}
+		var first *commitRequest
+		select {
+		case first = <-c.queue:
+			if first == nil {
+				c.queue = nil
+			}
+		case first = <-c.attempts:
+			if first == nil {
+				c.attempts = nil
+			}
+		case err := <-done:
+			c.completed(err)
+		}
+		if first != nil {
+			c.run(first)
+		}
+	}
+	_ = c.wait()
+	c.dropSnapshot()
+}
+
+// receive returns a queued request, or nil when none is queued (or the
+// previous batch became durable, when block is set).
+func (c *committer) receive(block bool) *commitRequest {
+	var done chan error
+	if block {
+		done = c.done
+	}
+	for c.queue != nil || c.attempts != nil {
+		select {
+		case r := <-c.queue:
+			if r == nil {
+				c.queue = nil
+				continue
+			}
+			return r
+		case r := <-c.attempts:
+			if r == nil {
+				c.attempts = nil
+				continue
+			}
+			return r
+		case err := <-done:
+			c.completed(err)
+			return nil
+		default:
+			if !block {
+				return nil
 			}
 		}
-		err := o.commitBatch(b)
-		for _, r := range b.reqs {
+		// Blocking: wait for a request or the batch in flight.
+		select {
+		case r := <-c.queue:
+			if r == nil {
+				c.queue = nil
+				continue
+			}
+			return r
+		case r := <-c.attempts:
+			if r == nil {
+				c.attempts = nil
+				continue
+			}
+			return r
+		case err := <-done:
+			c.completed(err)
+			return nil
+		}
+	}
+	return nil
+}
+
+// run builds a batch starting with first and hands it to Badger.
+func (c *committer) run(first *commitRequest) {
+	o := c.o
+	b := c.newBatch()
+	// Held until b is durable (released by finish), so that a webhook
+	// deleted or disabled under the exclusive lock never receives
+	// deliveries from a batch that started before.
+	o.whMu.RLock()
+	if c.snap != nil && time.Since(c.snapTaken) > maxSnapshotAge {
+		c.dropSnapshot()
+	}
+	b.start = time.Now()
+	b.now = o.now().UTC()
+	c.add(b, first)
+	// Keep assembling while the previous batch syncs.
+	for c.inflight != nil && b.events < maxBatchEvents {
+		r := c.receive(true)
+		if r == nil {
+			if c.queue == nil && c.attempts == nil {
+				break // closing: wait below
+			}
+			continue // the previous batch is durable
+		}
+		c.add(b, r)
+	}
+	_ = c.wait() // the queues were closed, or b is full
+	for b.events < maxBatchEvents {
+		r := c.receive(false)
+		if r == nil {
+			break
+		}
+		c.add(b, r)
+	}
+	if b.prevFailed && b.hasState && b.err == nil {
+		// The previous batch failed and b may have read `changed` values
+		// that it was to write: assemble b again from what is stored.
+		// Sequences already handed out are skipped, never reused.
+		reqs := slices.Clone(b.reqs)
+		b.recycle()
+		for _, r := range reqs {
+			c.add(b, r)
+		}
+	}
+	if b.err == nil && c.seq != o.seq {
+		_ = b.set(badger.NewEntry(keyMetaSeq, u64(nil, c.seq)))
+	}
+	o.seq = c.seq
+	if b.err != nil {
+		c.stale = true
+		c.finish(b, fmt.Errorf("outbox: writing batch: %w", b.err), false)
+		return
+	}
+	c.inflight = b
+	c.write(b)
+}
+
+// completed records the outcome of the batch in flight.
+func (c *committer) completed(err error) {
+	c.free = append(c.free, c.inflight)
+	c.inflight = nil
+	if err != nil {
+		// Its `changed` values were perhaps never written.
+		c.stale = true
+		c.failures++
+	}
+}
+
+// wait waits for the batch in flight, if any.
+func (c *committer) wait() error {
+	if c.inflight == nil {
+		return nil
+	}
+	err := <-c.done
+	c.completed(err)
+	return err
+}
+
+// add assembles one request into b: sequences, `changed` state, payloads
+// and fan-out for events, or a delivery attempt's records. After an error
+// b only collects requests, to fail them with it.
+func (c *committer) add(b *batch, r *commitRequest) {
+	o := c.o
+	b.reqs = append(b.reqs, r)
+	if r.attempt != nil {
+		b.events++
+	} else {
+		b.events += len(r.events)
+	}
+	if b.err != nil {
+		return
+	}
+	if r.attempt != nil {
+		if o.hooks[r.webhookID] == nil {
+			r.err = ErrNotFound
+			return
+		}
+		b.err = r.attempt(b)
+		return
+	}
+	for i := range r.events {
+		ev := &r.events[i]
+		if ev.State != nil && !b.hasState {
+			b.hasState = true
+			failures := c.failures
+			c.prepareStates()
+			b.prevFailed = failures != c.failures
+		}
+		change, emit, err := c.applyState(b, ev, b.now)
+		if err != nil {
+			b.err = err
+			return
+		}
+		if !emit {
+			continue
+		}
+		c.seq++
+		if err := o.writeEvent(b, ev, c.seq, change, b.now); err != nil {
+			b.err = err
+			return
+		}
+	}
+}
+
+// write hands b's entries to Badger; finish runs when they are durable.
+func (c *committer) write(b *batch) {
+	db := c.o.db
+	txn := db.NewTransaction(true)
+	apply := func(w write) error {
+		if w.del != nil {
+			return txn.Delete(w.del)
+		}
+		return txn.SetEntry(w.e)
+	}
+	for _, w := range b.writes {
+		err := apply(w)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			// Rare (bursts of large events): earlier parts are committed
+			// first; nothing of the batch is acknowledged before the last
+			// part is durable.
+			if err = txn.Commit(); err == nil {
+				txn = db.NewTransaction(true)
+				err = apply(w)
+			}
+		}
+		if err != nil {
+			txn.Discard()
+			c.finish(b, fmt.Errorf("outbox: writing batch: %w", err), true)
+			return
+		}
+	}
+	txn.CommitWith(func(err error) {
+		if err != nil {
+			err = fmt.Errorf("outbox: committing batch: %w", err)
+		}
+		c.finish(b, err, true)
+	})
+}
+
+// finish acknowledges b's requests, feeds the dispatcher and releases whMu.
+// It runs on Badger's callback goroutine (or the committer's on failure);
+// inflight says whether b was handed to Badger, whose outcome the
+// committer then waits for.
+func (c *committer) finish(b *batch, err error, inflight bool) {
+	o := c.o
+	if err == nil {
+		o.metrics.commitDuration.Observe(time.Since(b.start).Seconds())
+		for _, e := range b.emits {
+			o.metrics.events.WithLabelValues(e.typ, e.rule).Inc()
+		}
+		if len(b.lanes) > 0 {
+			o.disp.addMany(b.lanes)
+		}
+	}
+	o.whMu.RUnlock()
+	for _, r := range b.reqs {
+		if r.err != nil {
+			r.done <- r.err
+		} else {
 			r.done <- err
 		}
+	}
+	if inflight {
+		c.done <- err
+	} else {
+		c.free = append(c.free, b)
 	}
 }
 
 // batch holds the state of one group commit; it is reused between batches
 // to keep the hot path allocation-light.
 type batch struct {
-	reqs   []*commitRequest
-	events int
-	// states holds `changed` values written earlier in this batch, so that a
-	// key seen twice in one batch compares against the first occurrence.
-	states map[string][]byte
-	lanes  []laneEntry
-	emits  []emitted
-	buf    []byte
+	reqs       []*commitRequest
+	events     int
+	hasState   bool
+	prevFailed bool // the batch before failed while b was being assembled
+	err        error
+	start      time.Time
+	now        time.Time
+	writes     []write
+	lanes      []laneEntry
+	emits      []emitted
+	buf        []byte
 }
 
 type emitted struct{ typ, rule string }
+
+// write is one set (e) or delete (del) of a batch: Badger keeps a delete's
+// marker private, so deletes cannot be prepared as entries.
+type write struct {
+	e   *badger.Entry
+	del []byte
+}
 
 type laneEntry struct {
 	webhookID, subject string
 	item               pendingItem
 }
 
-func (b *batch) reset() {
-	clear(b.reqs)
-	b.reqs, b.events = b.reqs[:0], 0
-	if b.states == nil {
-		b.states = map[string][]byte{}
-	}
-	clear(b.states)
+// recycle empties b for new requests.
+func (b *batch) recycle() {
+	clear(b.writes)
+	b.writes = b.writes[:0]
 	b.lanes, b.emits = b.lanes[:0], b.emits[:0]
+	for _, r := range b.reqs {
+		r.err = nil
+	}
+	clear(b.reqs)
+	b.reqs, b.events, b.hasState, b.prevFailed, b.err = b.reqs[:0], 0, false, false, nil
 }
 
-func (b *batch) add(r *commitRequest) {
-	b.reqs = append(b.reqs, r)
-	b.events += len(r.events)
+func (b *batch) set(e *badger.Entry) error {
+	b.writes = append(b.writes, write{e: e})
+	return nil
+}
+
+func (b *batch) delete(key []byte) error {
+	b.writes = append(b.writes, write{del: key})
+	return nil
 }
 
 // txnWriter writes entries into as many transactions as Badger's size limit
@@ -180,62 +517,6 @@ func (w *txnWriter) commit() error {
 
 func (w *txnWriter) discard() { w.txn.Discard() }
 
-// commitBatch assigns sequences, applies `changed` state, fans out and
-// writes the batch durably. On error nothing of the batch is acknowledged,
-// but its sequence numbers are never reused: a split batch may have been
-// written in part, and at-least-once delivery tolerates such an
-// unacknowledged event being delivered, not one event overwriting another.
-func (o *Outbox) commitBatch(b *batch) error {
-	start := time.Now()
-	now := o.now().UTC()
-	o.whMu.RLock()
-	defer o.whMu.RUnlock()
-
-	w := newTxnWriter(o.db)
-	seq := o.seq
-	err := func() error {
-		for _, req := range b.reqs {
-			for i := range req.events {
-				ev := &req.events[i]
-				change, emit, err := o.applyState(w, b, ev, now)
-				if err != nil {
-					return err
-				}
-				if !emit {
-					continue
-				}
-				seq++
-				if err := o.writeEvent(w, b, ev, seq, change, now); err != nil {
-					return err
-				}
-			}
-		}
-		if seq != o.seq {
-			return w.set(badger.NewEntry(keyMetaSeq, u64(nil, seq)))
-		}
-		return nil
-	}()
-	if err != nil {
-		w.discard()
-		_ = w.commit() // wait for parts already handed to Badger
-		o.seq = seq
-		return fmt.Errorf("outbox: writing batch: %w", err)
-	}
-	err = w.commit()
-	o.seq = seq
-	if err != nil {
-		return fmt.Errorf("outbox: committing batch: %w", err)
-	}
-	o.metrics.commitDuration.Observe(time.Since(start).Seconds())
-	for _, e := range b.emits {
-		o.metrics.events.WithLabelValues(e.typ, e.rule).Inc()
-	}
-	if len(b.lanes) > 0 {
-		o.disp.addMany(b.lanes)
-	}
-	return nil
-}
-
 // change is the `change` member of a payload.
 type change struct{ previous, current []byte }
 
@@ -244,7 +525,7 @@ type change struct{ previous, current []byte }
 // equal value emits nothing; a different one emits with the change. The
 // stored value carries the time it was written so that retention can let
 // state of long-quiet subjects expire (see stateTTL).
-func (o *Outbox) applyState(w *txnWriter, b *batch, ev *rules.Event, now time.Time) (*change, bool, error) {
+func (c *committer) applyState(b *batch, ev *rules.Event, now time.Time) (*change, bool, error) {
 	if ev.State == nil {
 		return nil, true, nil
 	}
@@ -252,10 +533,10 @@ func (o *Outbox) applyState(w *txnWriter, b *batch, ev *rules.Event, now time.Ti
 	var prev []byte
 	var prevWritten time.Time
 	found := false
-	if v, ok := b.states[ev.State.Key]; ok {
-		prev, found, prevWritten = v, true, now
+	if v, ok := c.states[ev.State.Key]; ok {
+		prev, found, prevWritten = v.value, true, v.written
 	} else {
-		item, err := w.txn.Get(stateKey(ev.State.Key))
+		item, err := c.snap.Get(stateKey(ev.State.Key))
 		switch {
 		case err == nil:
 			v, verr := item.ValueCopy(nil)
@@ -272,12 +553,12 @@ func (o *Outbox) applyState(w *txnWriter, b *batch, ev *rules.Event, now time.Ti
 	}
 	if found && bytes.Equal(prev, cur) {
 		// Refresh now and then so that a subject seen often keeps its state.
-		if now.Sub(prevWritten) > o.stateRefresh() {
-			return nil, false, o.writeState(w, b, ev.State.Key, cur, now)
+		if now.Sub(prevWritten) > c.o.stateRefresh() {
+			return nil, false, c.writeState(b, ev.State.Key, cur, now)
 		}
 		return nil, false, nil
 	}
-	if err := o.writeState(w, b, ev.State.Key, cur, now); err != nil {
+	if err := c.writeState(b, ev.State.Key, cur, now); err != nil {
 		return nil, false, err
 	}
 	if !found {
@@ -292,14 +573,14 @@ func (o *Outbox) applyState(w *txnWriter, b *batch, ev *rules.Event, now time.Ti
 func (o *Outbox) stateTTL() time.Duration     { return 4 * max(o.storage.Retention, 24*time.Hour) }
 func (o *Outbox) stateRefresh() time.Duration { return o.stateTTL() / 4 }
 
-func (o *Outbox) writeState(w *txnWriter, b *batch, key string, value []byte, now time.Time) error {
-	b.states[key] = value
+func (c *committer) writeState(b *batch, key string, value []byte, now time.Time) error {
+	c.states[key] = stateValue{value: value, written: now}
 	v := u64(make([]byte, 0, 8+len(value)), uint64(now.Unix()))
 	v = append(v, value...)
-	return w.set(badger.NewEntry(stateKey(key), v).WithTTL(o.stateTTL()))
+	return b.set(badger.NewEntry(stateKey(key), v).WithTTL(c.o.stateTTL()))
 }
 
-func (o *Outbox) writeEvent(w *txnWriter, b *batch, ev *rules.Event, seq uint64, ch *change, now time.Time) error {
+func (o *Outbox) writeEvent(b *batch, ev *rules.Event, seq uint64, ch *change, now time.Time) error {
 	observed := ev.ObservedAt
 	if observed.IsZero() {
 		observed = now
@@ -314,10 +595,10 @@ func (o *Outbox) writeEvent(w *txnWriter, b *batch, ev *rules.Event, seq uint64,
 	}
 	b.buf = appendPayload(b.buf[:0], rec.ID, rec.Type, rec.ObservedAt, rec.Subject, rec.Rule, ev.Data, ch)
 	rec.Payload = b.buf
-	if err := w.set(badger.NewEntry(eventKey(seq), rec.marshal(nil))); err != nil {
+	if err := b.set(badger.NewEntry(eventKey(seq), rec.marshal(nil))); err != nil {
 		return err
 	}
-	if err := w.set(badger.NewEntry(subjectKey(rec.Subject, seq), nil)); err != nil {
+	if err := b.set(badger.NewEntry(subjectKey(rec.Subject, seq), nil)); err != nil {
 		return err
 	}
 	b.emits = append(b.emits, emitted{rec.Type, rec.Rule})
@@ -325,10 +606,10 @@ func (o *Outbox) writeEvent(w *txnWriter, b *batch, ev *rules.Event, seq uint64,
 		d := (&deliveryRecord{State: Pending, NextAttemptAt: now}).marshal()
 		lv := laneValue{NextAttemptAt: now, ObservedAt: rec.ObservedAt}.marshal()
 		for _, wh := range subs {
-			if err := w.set(badger.NewEntry(deliveryKey(seq, wh), d)); err != nil {
+			if err := b.set(badger.NewEntry(deliveryKey(seq, wh), d)); err != nil {
 				return err
 			}
-			if err := w.set(badger.NewEntry(laneKey(wh, rec.Subject, seq), lv)); err != nil {
+			if err := b.set(badger.NewEntry(laneKey(wh, rec.Subject, seq), lv)); err != nil {
 				return err
 			}
 			b.lanes = append(b.lanes, laneEntry{wh, rec.Subject, pendingItem{seq: seq, due: now.UnixNano(), observed: rec.ObservedAt.UnixNano()}})
@@ -366,8 +647,17 @@ func appendPayload(buf []byte, id, typ string, ts time.Time, subject, rule strin
 }
 
 func appendJSONString(buf []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always marshals
-	return append(buf, b...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			// Escaping (and HTML-safe escaping, as before) the way
+			// encoding/json does it, so payloads stay byte-identical.
+			b, _ := json.Marshal(s) // a string always marshals
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
 }
 
 // appendJSONValue appends raw JSON, compacted; data that is not valid JSON
@@ -396,4 +686,38 @@ func compactJSON(v []byte) []byte {
 		return bytes.Clone(v)
 	}
 	return out.Bytes()
+}
+
+func (c *committer) newBatch() *batch {
+	if n := len(c.free); n > 0 {
+		b := c.free[n-1]
+		c.free = c.free[:n-1]
+		b.recycle()
+		return b
+	}
+	return &batch{}
+}
+
+// prepareStates makes snap and states usable: a fresh snapshot is taken
+// (after the batch in flight is durable) when there is none, when states
+// may hold values never written, or when the overlay grew large.
+func (c *committer) prepareStates() {
+	if c.snap != nil && !c.stale && len(c.states) <= maxStateOverlay {
+		return
+	}
+	_ = c.wait() // a failure is noted in c.failures; the snapshot below is fresh anyway
+	c.dropSnapshot()
+	c.snap = c.o.db.NewTransaction(false)
+	c.snapTaken = time.Now()
+	clear(c.states)
+	c.stale = false
+}
+
+// dropSnapshot releases the snapshot; the overlay stays until the next
+// snapshot is taken, since it may hold values of the batch in flight.
+func (c *committer) dropSnapshot() {
+	if c.snap != nil {
+		c.snap.Discard()
+		c.snap = nil
+	}
 }

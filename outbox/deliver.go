@@ -104,7 +104,7 @@ func (o *Outbox) attempt(j job) {
 	if res.err != nil {
 		entry.Error = res.err.Error()
 	}
-	werr := o.recordAttempt(whID, func(w *txnWriter) error {
+	werr := o.recordAttempt(whID, func(w entrySink) error {
 		if err := w.set(badger.NewEntry(deliveryKey(seq, whID), rec.marshal())); err != nil {
 			return err
 		}
@@ -145,23 +145,6 @@ func (o *Outbox) attempt(j job) {
 	o.disp.finish(l, outcome, rec.NextAttemptAt)
 }
 
-// recordAttempt writes an attempt's records unless the webhook was deleted
-// meanwhile (ErrNotFound). Holding whMu shared orders the write before any
-// DeleteWebhook, whose scans then remove what was written.
-func (o *Outbox) recordAttempt(whID string, fn func(w *txnWriter) error) error {
-	o.whMu.RLock()
-	defer o.whMu.RUnlock()
-	if o.hooks[whID] == nil {
-		return ErrNotFound
-	}
-	w := newTxnWriter(o.db)
-	if err := fn(w); err != nil {
-		w.discard()
-		return err
-	}
-	return w.commit()
-}
-
 // retryDelay is the delay before the retry following attempt n (1-based):
 // the schedule's entry with ± jitter, or a longer Retry-After (capped).
 func (o *Outbox) retryDelay(n int, retryAfter time.Duration) time.Duration {
@@ -183,7 +166,7 @@ func (o *Outbox) dropLaneKey(whID, subject string, seq uint64) {
 
 // writeLog assigns the log its sequence and id and writes it with its
 // indexes.
-func (o *Outbox) writeLog(w *txnWriter, l *Log) error {
+func (o *Outbox) writeLog(w entrySink, l *Log) error {
 	seq := o.logSeq.Add(1)
 	l.ID = newID(logIDPrefix, seq)
 	if err := w.set(badger.NewEntry(logKey(seq), marshalLog(l))); err != nil {

@@ -53,7 +53,8 @@ const (
 	eventIDLen      = len(eventIDPrefix) + idBodyLen
 )
 
-var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+// idEncoding is base32hex in lower case, so that ids need no case mapping.
+var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 
 // newID returns prefix + base32hex(counter || 8 random bytes), lower case.
 // Ids are not secrets, only unique, so the random part comes from the
@@ -62,7 +63,9 @@ func newID(prefix string, counter uint64) string {
 	var raw [16]byte
 	binary.BigEndian.PutUint64(raw[:8], counter)
 	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
-	return prefix + strings.ToLower(idEncoding.EncodeToString(raw[:]))
+	var out [40]byte
+	b := append(out[:0], prefix...)
+	return string(idEncoding.AppendEncode(b, raw[:]))
 }
 
 // parseID returns the counter embedded in an id made by newID.
@@ -70,7 +73,7 @@ func parseID(prefix, id string) (uint64, bool) {
 	if len(id) != len(prefix)+idBodyLen || !strings.HasPrefix(id, prefix) {
 		return 0, false
 	}
-	raw, err := idEncoding.DecodeString(strings.ToUpper(id[len(prefix):]))
+	raw, err := idEncoding.DecodeString(strings.ToLower(id[len(prefix):]))
 	if err != nil || len(raw) != 16 {
 		return 0, false
 	}

@@ -8,7 +8,9 @@
 // syncing goes into the next Badger transaction and shares its fsync. The
 // writer assigns sequence numbers, applies `changed` state, builds the
 // delivered JSON payload and fans each event out to every ENABLED webhook
-// subscribed to its type.
+// subscribed to its type. It assembles the next batch while the previous
+// one syncs, and it also writes the records of delivery attempts, so that
+// events and attempt results share syncs instead of one sync per attempt.
 //
 // A dispatcher hands pending deliveries to a pool of workers, one lane per
 // (webhook, subject): within a lane deliveries are attempted strictly in
@@ -72,6 +74,9 @@ type Outbox struct {
 	closeMu sync.RWMutex
 	closed  bool
 	queue   chan *commitRequest
+	// attempts carries delivery attempts' records to the committer; it is
+	// closed only after the workers have stopped.
+	attempts chan *commitRequest
 
 	// dbMu keeps Badger open while an admin call uses it; Close takes it
 	// exclusively before closing the database.
@@ -154,6 +159,7 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 		types:          make(map[string]bool, len(eventTypes)),
 		log:            logger,
 		queue:          make(chan *commitRequest, 4096),
+		attempts:       make(chan *commitRequest, 256),
 		hooks:          map[string]*webhookRecord{},
 		stop:           make(chan struct{}),
 		now:            time.Now,
@@ -285,7 +291,6 @@ func (o *Outbox) close(ctx context.Context) error {
 	o.closed = true
 	close(o.queue)
 	o.closeMu.Unlock()
-	o.committerWG.Wait()
 
 	close(o.stop)
 	o.loopsWG.Wait() // the dispatcher closes the jobs channel on its way out
@@ -301,6 +306,9 @@ func (o *Outbox) close(ctx context.Context) error {
 	}
 	o.abort()
 	o.sender.close()
+	// Workers record their attempts through the committer, so it stops last.
+	close(o.attempts)
+	o.committerWG.Wait()
 
 	o.dbMu.Lock()
 	defer o.dbMu.Unlock()
