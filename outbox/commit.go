@@ -65,17 +65,18 @@ func (o *Outbox) Commit(ctx context.Context, events []rules.Event) error {
 	}
 }
 
-// recordAttempt writes an attempt's records through the group committer,
-// sharing a sync with the events and other attempts of the same batch, and
-// returns once they are durable. It returns ErrNotFound, writing nothing,
-// when the webhook was deleted meanwhile: the committer checks under whMu,
-// which orders the write before any DeleteWebhook, whose scans then remove
-// what was written. Workers call it until Close has stopped them, so the
-// attempt queue outlives the commit queue.
-func (o *Outbox) recordAttempt(whID string, fn func(w entrySink) error) error {
+// queueAttempt queues an attempt's records for the group committer, to share
+// a sync with the events and other attempts of the same batch; the request's
+// done channel receives the outcome once they are durable. The outcome is
+// ErrNotFound, with nothing written, when the webhook was deleted meanwhile:
+// the committer checks under whMu, which orders the write before any
+// DeleteWebhook, whose scans then remove what was written. Workers call it
+// until Close has stopped them, so the attempt queue outlives the commit
+// queue.
+func (o *Outbox) queueAttempt(whID string, fn func(w entrySink) error) *commitRequest {
 	req := &commitRequest{attempt: fn, webhookID: whID, done: make(chan error, 1)}
 	o.attempts <- req
-	return <-req.done
+	return req
 }
 
 // entrySink takes the writes of one record set: a txnWriter, or a batch
@@ -165,6 +166,7 @@ func (o *Outbox) runCommitter() {
 	}
 	_ = c.wait()
 	c.dropSnapshot()
+	o.snaps.close() // the workers have stopped
 }
 
 // receive returns a queued request, or nil when none is queued (or the
@@ -383,6 +385,10 @@ func (c *committer) write(b *batch) {
 func (c *committer) finish(b *batch, err error, inflight bool) {
 	o := c.o
 	if err == nil {
+		// Before anything learns of b, so that readers of the snapshot see
+		// b. Nothing of the committer's is in flight now: the next batch is
+		// handed to Badger only after this one's outcome is received.
+		o.snaps.renew(o.db)
 		o.metrics.commitDuration.Observe(time.Since(b.start).Seconds())
 		for _, e := range b.emits {
 			o.metrics.events.WithLabelValues(e.typ, e.rule).Inc()

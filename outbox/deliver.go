@@ -17,6 +17,43 @@ func (o *Outbox) runWorker(jobs <-chan job) {
 	}
 }
 
+// recording is an attempt whose records are queued for the group committer.
+// The worker that made the attempt moves on at once; runRecorder finishes
+// the attempt (metrics, webhook health, releasing the lane if still held)
+// once the records are durable. A lane whose head is to be retried stays
+// busy until then, so that its retry schedule is stored before the head is
+// attempted again. A head delivered or given up releases its lane at once:
+// the next event of the lane may be attempted while the record is being
+// written (a crash in between sends the first again, as at least once
+// allows), and the dispatcher keeps reloads from taking its not yet deleted
+// q/ key for pending work (see dispatcher.unrecorded).
+type recording struct {
+	req     *commitRequest
+	lane    *lane // nil once the lane was released
+	whID    string
+	seq     uint64
+	ev      *eventRecord
+	rec     deliveryRecord
+	res     sendResult
+	errText string
+	outcome laneOutcome
+	now     time.Time
+}
+
+// maxRecording bounds the attempts waiting for their records to be durable;
+// workers wait when it is reached.
+const maxRecording = 4096
+
+// runRecorder finishes recorded attempts in the order they were queued,
+// which is the order their batches become durable. It exits when Close has
+// stopped the workers and every queued attempt is finished.
+func (o *Outbox) runRecorder() {
+	defer o.recorderWG.Done()
+	for r := range o.recording {
+		o.recorded(r, <-r.req.done)
+	}
+}
+
 // storeRetryDelay is how long a lane waits after the store itself failed,
 // so that a broken disk does not turn into a busy loop.
 const storeRetryDelay = 5 * time.Second
@@ -27,22 +64,13 @@ func (o *Outbox) attempt(j job) {
 	whID, subject := l.id.webhookID, l.id.subject
 	var ev eventRecord
 	var rec deliveryRecord
-	found := true
-	err := o.db.View(func(txn *badger.Txn) error {
-		if err := getRecord(txn, eventKey(seq), ev.unmarshal); err != nil {
-			return err
-		}
-		return getRecord(txn, deliveryKey(seq, whID), rec.unmarshal)
-	})
-	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
-		found = false
-	case err != nil:
+	found, err := o.readPending(seq, whID, subject, &ev, &rec)
+	if err != nil {
 		o.log.Error("reading a pending delivery failed; retrying later", "webhook", whID, "event_seq", seq, "err", err)
 		o.disp.finish(l, laneRetry, o.now().Add(storeRetryDelay))
 		return
 	}
-	if !found || rec.State != Pending || ev.Subject != subject {
+	if !found {
 		// Deleted by retention or an admin call, or no longer pending: the
 		// lane entry is stale.
 		o.dropLaneKey(whID, subject, seq)
@@ -77,7 +105,6 @@ func (o *Outbox) attempt(j job) {
 	now := o.now()
 	rec.Attempts++
 	rec.LastResponseStatus = res.status
-	gone := res.status == 410
 	outcome := laneDone
 	switch {
 	case res.ok():
@@ -104,7 +131,8 @@ func (o *Outbox) attempt(j job) {
 	if res.err != nil {
 		entry.Error = res.err.Error()
 	}
-	werr := o.recordAttempt(whID, func(w entrySink) error {
+	r := &recording{lane: l, whID: whID, seq: seq, ev: &ev, rec: rec, res: res, errText: entry.Error, outcome: outcome, now: now}
+	r.req = o.queueAttempt(whID, func(w entrySink) error {
 		if err := w.set(badger.NewEntry(deliveryKey(seq, whID), rec.marshal())); err != nil {
 			return err
 		}
@@ -118,13 +146,42 @@ func (o *Outbox) attempt(j job) {
 		}
 		return o.writeLog(w, entry)
 	})
+	if outcome == laneDone {
+		// Delivered or given up: per-lane order needs no more, so the next
+		// event of the lane need not wait for this record to be durable.
+		// After a crash before it is, the event is sent again, which at
+		// least once allows.
+		o.disp.finishUnrecorded(l, seq)
+		r.lane = nil
+	}
+	o.recording <- r
+}
+
+// recorded finishes an attempt once its records are durable (werr nil) or
+// failed to be written.
+func (o *Outbox) recorded(r *recording, werr error) {
+	l, ev, rec, res, now := r.lane, r.ev, &r.rec, &r.res, r.now
+	if l == nil {
+		o.disp.recorded(r.whID, r.seq)
+	}
+	// finish releases the lane unless the worker already did (laneDone).
+	finish := func(o2 laneOutcome, due time.Time) {
+		if l != nil {
+			o.disp.finish(l, o2, due)
+		}
+	}
+	whID := r.whID
 	if errors.Is(werr, ErrNotFound) {
-		o.disp.finish(l, laneDone, time.Time{}) // deleted while we were sending
+		finish(laneDone, time.Time{}) // deleted while we were sending
 		return
 	}
 	if werr != nil {
-		o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
-		o.disp.finish(l, laneRetry, now.Add(storeRetryDelay))
+		if l != nil {
+			o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
+		} else {
+			o.log.Error("recording a delivery attempt failed; the delivery stays pending and is sent again after a restart", "webhook", whID, "event", ev.ID, "err", werr)
+		}
+		finish(laneRetry, now.Add(storeRetryDelay))
 		return
 	}
 
@@ -137,12 +194,44 @@ func (o *Outbox) attempt(j job) {
 	o.metrics.duration.WithLabelValues(ev.Type).Observe(res.duration.Seconds())
 	if rec.State == Failed {
 		o.metrics.failed.WithLabelValues(ev.Type).Inc()
-		o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", entry.Error)
+		o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", r.errText)
 	} else {
 		o.log.Debug("delivery attempt", "webhook", whID, "event", ev.ID, "attempt", rec.Attempts, "status", res.status, "ok", res.ok())
 	}
-	o.recordHealth(whID, res.ok(), gone, now)
-	o.disp.finish(l, outcome, rec.NextAttemptAt)
+	o.recordHealth(whID, res.ok(), res.status == 410, now)
+	finish(r.outcome, rec.NextAttemptAt)
+}
+
+// readPending reads the event and delivery record of a lane's head; found
+// is false when the delivery is gone or no longer pending. It reads from the
+// shared snapshot, and from a fresh transaction only when the snapshot does
+// not show the delivery pending (it may predate an admin re-queue or a
+// reload).
+func (o *Outbox) readPending(seq uint64, whID, subject string, ev *eventRecord, rec *deliveryRecord) (found bool, err error) {
+	read := func(txn *badger.Txn) error {
+		*ev, *rec = eventRecord{}, deliveryRecord{}
+		if err := getRecord(txn, eventKey(seq), ev.unmarshal); err != nil {
+			return err
+		}
+		return getRecord(txn, deliveryKey(seq, whID), rec.unmarshal)
+	}
+	check := func(err error) (bool, error) {
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		return rec.State == Pending && ev.Subject == subject, nil
+	}
+	if sn := o.snaps.acquire(); sn != nil {
+		found, err = check(read(sn.txn))
+		o.snaps.release(sn)
+		if found || err != nil {
+			return found, err
+		}
+	}
+	return check(o.db.View(read))
 }
 
 // retryDelay is the delay before the retry following attempt n (1-based):

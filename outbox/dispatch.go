@@ -1,7 +1,10 @@
 package outbox
 
 import (
+	"cmp"
 	"container/heap"
+	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -17,6 +20,11 @@ type pendingItem struct {
 }
 
 type laneID struct{ webhookID, subject string }
+
+type recKey struct {
+	webhookID string
+	seq       uint64
+}
 
 // lane is the ordered queue of one (webhook, subject). Only its head is ever
 // attempted, and only one attempt at a time, which is what gives per-subject
@@ -53,6 +61,14 @@ type dispatcher struct {
 	pending int             // items held in memory
 	wake    chan struct{}
 
+	// unrecorded holds the deliveries whose lane was released when their
+	// attempt ended (delivered or given up) but whose records, which remove
+	// their q/ keys, are not durable yet. A reload must not take such a
+	// stale key for pending work: it skips what was unrecorded when it
+	// started or became so while it ran (skip, set only during a reload).
+	unrecorded map[recKey]struct{}
+	skip       map[recKey]struct{}
+
 	limit    int
 	overflow bool   // new items are being dropped until a reload completes
 	unloaded int    // pending items in the store but not in memory
@@ -63,7 +79,7 @@ type dispatcher struct {
 const defaultPendingLimit = 50_000
 
 func newDispatcher(limit int) *dispatcher {
-	return &dispatcher{lanes: map[laneID]*lane{}, paused: map[string]bool{}, wake: make(chan struct{}, 1), limit: limit}
+	return &dispatcher{lanes: map[laneID]*lane{}, paused: map[string]bool{}, unrecorded: map[recKey]struct{}{}, wake: make(chan struct{}, 1), limit: limit}
 }
 
 func (d *dispatcher) signal() {
@@ -127,6 +143,11 @@ func (d *dispatcher) add(webhookID, subject string, it pendingItem, reload bool)
 		}
 		return present
 	}
+	if reload && d.skip != nil {
+		if _, ok := d.skip[recKey{webhookID, it.seq}]; ok {
+			return present // done; its q/ key is being removed
+		}
+	}
 	if d.pending >= d.limit || (d.overflow && !reload) {
 		if !reload {
 			d.overflow = true
@@ -156,6 +177,21 @@ func (d *dispatcher) addMany(entries []laneEntry) {
 	}
 	d.mu.Unlock()
 	d.signal()
+}
+
+// heldOrDone reports whether a stored lane entry is held in memory or is
+// being removed (see unrecorded), so that a reload does not count it as
+// unloaded. d.mu must be held.
+func (d *dispatcher) heldOrDone(webhookID, subject string, seq uint64) bool {
+	if _, ok := d.skip[recKey{webhookID, seq}]; ok {
+		return true
+	}
+	l := d.lanes[laneID{webhookID, subject}]
+	if l == nil {
+		return false
+	}
+	_, found := slices.BinarySearchFunc(l.items, seq, func(p pendingItem, s uint64) int { return cmp.Compare(p.seq, s) })
+	return found
 }
 
 // needsReload reports whether an overflowing dispatcher has drained enough
@@ -218,6 +254,26 @@ func (d *dispatcher) finish(l *lane, o laneOutcome, due time.Time) {
 	d.fix(l)
 	d.mu.Unlock()
 	d.signal()
+}
+
+// finishUnrecorded is finish(l, laneDone) for an attempt whose records are
+// not durable yet; recorded must follow once they are (or failed).
+func (d *dispatcher) finishUnrecorded(l *lane, seq uint64) {
+	k := recKey{l.id.webhookID, seq}
+	d.mu.Lock()
+	d.unrecorded[k] = struct{}{}
+	if d.skip != nil {
+		d.skip[k] = struct{}{}
+	}
+	d.mu.Unlock()
+	d.finish(l, laneDone, time.Time{})
+}
+
+// recorded ends what finishUnrecorded began.
+func (d *dispatcher) recorded(webhookID string, seq uint64) {
+	d.mu.Lock()
+	delete(d.unrecorded, recKey{webhookID, seq})
+	d.mu.Unlock()
 }
 
 // setPaused pauses or resumes every lane of a webhook.
@@ -332,11 +388,30 @@ func (o *Outbox) runDispatcher(jobs chan<- job) {
 	defer close(jobs)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var reloading chan struct{} // closed when the reload in progress ends
 	for {
-		if o.disp.needsReload() {
-			if err := o.reloadPending(); err != nil {
-				o.log.Error("reloading pending deliveries failed", "err", err)
+		if reloading != nil {
+			select {
+			case <-reloading:
+				reloading = nil
+			default:
 			}
+		}
+		if reloading == nil && o.disp.needsReload() {
+			reloading = make(chan struct{})
+			o.loopsWG.Add(1)
+			go func(done chan struct{}) {
+				defer o.loopsWG.Done()
+				defer close(done)
+				if err := o.reloadPending(); err != nil && !errors.Is(err, ErrClosed) {
+					o.log.Error("reloading pending deliveries failed; retrying later", "err", err)
+					select {
+					case <-time.After(storeRetryDelay):
+					case <-o.stop:
+					}
+				}
+				o.disp.signal()
+			}(reloading)
 		}
 		l, it, wait := o.disp.next(o.now())
 		if l != nil {
@@ -364,22 +439,30 @@ func (o *Outbox) runDispatcher(jobs chan<- job) {
 
 // reloadPending loads pending lane entries from the store into memory, up
 // to the limit. Called at Open and whenever an overflowing dispatcher has
-// drained to half its limit. Overflow ends only when everything stored is
-// held and nothing was dropped while the snapshot was read (anything dropped
+// drained to half its limit (then on its own goroutine, so that workers are
+// kept busy meanwhile). Overflow ends only when everything stored is held
+// and nothing was dropped while the snapshot was read (anything dropped
 // before the snapshot started is in it, because the committer writes before
 // it adds).
+//
+// Once one entry could not be loaded, no later one is, even if room appears
+// meanwhile: a lane's entries are consecutive in the scan, so this keeps
+// every in-memory lane a prefix of the stored one. The rest of the scan only
+// counts what is not held, reading keys only.
 func (o *Outbox) reloadPending() error {
 	d := o.disp
 	d.mu.Lock()
 	gen := d.dropGen
 	d.overflow = true
+	d.skip = maps.Clone(d.unrecorded)
 	d.mu.Unlock()
 	notLoaded := 0
+	full := false
 	err := o.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: prefixLane})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixLane})
 		defer it.Close()
 		chunk := make([]laneEntry, 0, 256)
-		flush := func() {
+		flush := func() error {
 			o.whMu.RLock()
 			d.mu.Lock()
 			for _, e := range chunk {
@@ -387,34 +470,54 @@ func (o *Outbox) reloadPending() error {
 				if h == nil {
 					continue // deleted; the worker or DeleteWebhook cleans such keys
 				}
+				if full {
+					if !d.heldOrDone(h.ID, e.subject, e.item.seq) {
+						notLoaded++
+					}
+					continue
+				}
 				// Share the cached id string rather than one per lane.
 				if d.add(h.ID, e.subject, e.item, true) == dropped {
 					notLoaded++
+					full = true
 				}
 			}
 			d.mu.Unlock()
 			o.whMu.RUnlock()
 			chunk = chunk[:0]
+			d.signal()
+			select {
+			case <-o.stop:
+				return ErrClosed
+			default:
+				return nil
+			}
 		}
 		for it.Seek(prefixLane); it.ValidForPrefix(prefixLane); it.Next() {
 			wh, subject, seq, ok := parseLaneKey(it.Item().Key())
 			if !ok {
 				continue
 			}
-			var v laneValue
-			if err := it.Item().Value(v.unmarshal); err != nil {
-				return err
+			e := laneEntry{wh, subject, pendingItem{seq: seq}}
+			if !full {
+				var v laneValue
+				if err := it.Item().Value(v.unmarshal); err != nil {
+					return err
+				}
+				e.item.due, e.item.observed = v.NextAttemptAt.UnixNano(), v.ObservedAt.UnixNano()
 			}
-			chunk = append(chunk, laneEntry{wh, subject, pendingItem{seq: seq, due: v.NextAttemptAt.UnixNano(), observed: v.ObservedAt.UnixNano()}})
+			chunk = append(chunk, e)
 			if len(chunk) == cap(chunk) {
-				flush()
+				if err := flush(); err != nil {
+					return err
+				}
 			}
 		}
-		flush()
-		return nil
+		return flush()
 	})
 	d.mu.Lock()
 	drops := int(d.dropGen - gen)
+	d.skip = nil
 	d.unloaded = notLoaded + drops
 	if err == nil && notLoaded == 0 && drops == 0 {
 		d.overflow = false

@@ -98,6 +98,8 @@ type Outbox struct {
 	logSeq atomic.Uint64 // last log sequence
 
 	disp *dispatcher
+	// snaps is the read snapshot delivery workers share (see snapshots).
+	snaps snapshots
 
 	// stop ends the dispatcher and maintenance loops; abort cancels attempts
 	// that are still in flight when Close's deadline passes.
@@ -106,9 +108,13 @@ type Outbox struct {
 	abort       context.CancelFunc
 	committerWG sync.WaitGroup
 	workersWG   sync.WaitGroup
-	loopsWG     sync.WaitGroup
-	closeOnce   sync.Once
-	closeErr    error
+	recorderWG  sync.WaitGroup
+	// recording carries attempts from the workers to runRecorder, which
+	// finishes them once their records are durable.
+	recording chan *recording
+	loopsWG   sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 
 	now func() time.Time // replaced in tests only
 	// retentionEvery is how often retention and value-log GC run.
@@ -160,6 +166,7 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 		log:            logger,
 		queue:          make(chan *commitRequest, 4096),
 		attempts:       make(chan *commitRequest, 256),
+		recording:      make(chan *recording, maxRecording),
 		hooks:          map[string]*webhookRecord{},
 		stop:           make(chan struct{}),
 		now:            time.Now,
@@ -204,6 +211,8 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 	o.committerWG.Add(1)
 	go o.runCommitter()
 	jobs := make(chan job)
+	o.recorderWG.Add(1)
+	go o.runRecorder()
 	for range delivery.Workers {
 		o.workersWG.Add(1)
 		go o.runWorker(jobs)
@@ -306,7 +315,10 @@ func (o *Outbox) close(ctx context.Context) error {
 	}
 	o.abort()
 	o.sender.close()
-	// Workers record their attempts through the committer, so it stops last.
+	// Workers record their attempts through the committer, so it stops last,
+	// after the recorder has seen every queued attempt become durable.
+	close(o.recording)
+	o.recorderWG.Wait()
 	close(o.attempts)
 	o.committerWG.Wait()
 
