@@ -246,12 +246,14 @@ func badgerOptions(storage StorageConfig, logger *slog.Logger) badger.Options {
 		WithNumLevelZeroTablesStall(12).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(10 << 20).
-		// Payloads are small JSON; compression would cost CPU and heap
-		// buffers (decompressed blocks) to save little disk. Uncompressed
-		// blocks are read straight from the mmapped tables, so a block
-		// cache would hold nothing useful.
-		WithCompression(options.None).
-		WithBlockCacheSize(0).
+		// Payloads and logs are JSON and compress ~6x. Badger mmaps its
+		// tables and those pages count in RSS, so smaller tables mean a
+		// smaller resident set (measured: 190 -> 125 MiB peak in a 20 s
+		// full-speed run with two webhooks) and a data directory a quarter
+		// of the size, for ~15% of throughput. Decompressed blocks need a
+		// small cache.
+		WithCompression(options.Snappy).
+		WithBlockCacheSize(8 << 20).
 		// Bounded index cache instead of every table's index on the heap.
 		WithIndexCacheSize(4 << 20).
 		WithNumCompactors(2).
