@@ -104,16 +104,10 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 			}
 			return nil
 		})
-		if err != nil {
-			w.discard()
-			_ = w.commit()
+		if err := o.commitRequeued(w, err, lanes, "replay"); err != nil {
 			return err
 		}
-		if err := w.commit(); err != nil {
-			return fmt.Errorf("outbox: queueing replay: %w", err)
-		}
 		n = len(lanes)
-		o.disp.addMany(lanes)
 		return nil
 	})
 	return n, err
@@ -207,19 +201,29 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 			}
 			return nil
 		})
-		if err != nil {
-			w.discard()
-			_ = w.commit()
+		if err := o.commitRequeued(w, err, lanes, "redelivery"); err != nil {
 			return err
 		}
-		if err := w.commit(); err != nil {
-			return fmt.Errorf("outbox: queueing redelivery: %w", err)
-		}
-		o.disp.addMany(lanes)
 		return o.db.View(func(txn *badger.Txn) error {
 			out, err = readEvent(txn, seq, eventID)
 			return err
 		})
 	})
 	return out, err
+}
+
+// commitRequeued finishes the writes of a replay or redelivery: on scanErr
+// it discards them; otherwise it commits them and only then hands the
+// lanes to the dispatcher, so that nothing is attempted that is not stored.
+func (o *Outbox) commitRequeued(w *txnWriter, scanErr error, lanes []laneEntry, what string) error {
+	if scanErr != nil {
+		w.discard()
+		_ = w.commit()
+		return scanErr
+	}
+	if err := w.commit(); err != nil {
+		return fmt.Errorf("outbox: queueing %s: %w", what, err)
+	}
+	o.disp.addMany(lanes)
+	return nil
 }
