@@ -152,7 +152,7 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 	g.Go(func() error { return px.Run(gctx) })
 	g.Go(func() error { return adm.Run(gctx) })
 	g.Go(func() error { return w.Run(gctx) })
-	logger.Info("eventtap started", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
+	logger.Info("eventtap starting", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
 		"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
