@@ -32,6 +32,10 @@ type config struct {
 	Rules    rules.Config          `yaml:",inline"`
 	Log      logConfig             `yaml:"log"`
 
+	// rulesDecoded is false when the rules keys themselves failed to
+	// decode, so that compiling them would only repeat those problems.
+	rulesDecoded bool
+
 	// file is the path the configuration was read from, src its contents
 	// (rules use it to place errors inside multi-line expressions exactly).
 	file string
@@ -111,11 +115,14 @@ func parseConfig(file string, data []byte, tokenOverride string) (config, error)
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
 	}
-	if len(d.problems) > 0 {
-		return cfg, errors.Join(d.problems...)
-	}
-	if tokenOverride != "" {
-		cfg.Admin.Token = tokenOverride
+	// Keys that failed to decode keep their defaults, so validating the
+	// rest still reports every other problem in the same run.
+	cfg.rulesDecoded = !d.failedUnder("rules", "rules_file", "event_types") &&
+		!(cfg.Rules.RulesFile != "" && len(cfg.Rules.Rules.Content) > 0) // reported by Validate
+	// A token read from a Kubernetes secret often ends with a newline.
+	cfg.Admin.Token = strings.TrimSpace(cfg.Admin.Token)
+	if t := strings.TrimSpace(tokenOverride); t != "" {
+		cfg.Admin.Token = t
 	}
 	sections := []struct {
 		prefix string
@@ -182,6 +189,8 @@ type decoder struct {
 	problems []error
 	// keys maps a dotted key path ("proxy.upstream") to its key node.
 	keys map[string]*yaml.Node
+	// failed lists the key paths that could not be decoded.
+	failed []string
 }
 
 var (
@@ -189,6 +198,25 @@ var (
 	nodeType     = reflect.TypeOf(yaml.Node{})
 	yamlLineRE   = regexp.MustCompile(`line (\d+)(?:, column (\d+))?: (.*)`)
 )
+
+// failedUnder reports whether a decoding problem was found under any of
+// the given top-level keys.
+func (d *decoder) failedUnder(keys ...string) bool {
+	for _, p := range d.failed {
+		for _, k := range keys {
+			if p == k || strings.HasPrefix(p, k+".") || strings.HasPrefix(p, k+"[") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fail records a problem decoding the value at path.
+func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
+	d.failed = append(d.failed, path)
+	d.add(n, format, args...)
+}
 
 func (d *decoder) add(n *yaml.Node, format string, args ...any) {
 	line, col := 1, 1
@@ -251,7 +279,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	case v.Type() == durationType:
 		dur, err := time.ParseDuration(n.Value)
 		if n.Kind != yaml.ScalarNode || err != nil {
-			d.add(n, "%s: %q is not a duration; use Go syntax such as 200ms, 30s, 5m or 2h", path, n.Value)
+			d.fail(n, path, "%s: %q is not a duration; use Go syntax such as 200ms, 30s, 5m or 2h", path, n.Value)
 			return
 		}
 		v.SetInt(int64(dur))
@@ -259,7 +287,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decodeStruct(n, v, path)
 	case v.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			d.add(n, "%s: must be a list (for example [a, b] or one \"- item\" per line)", path)
+			d.fail(n, path, "%s: must be a list (for example [a, b] or one \"- item\" per line)", path)
 			return
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -269,25 +297,25 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		v.Set(s)
 	default:
 		if n.Kind != yaml.ScalarNode {
-			d.add(n, "%s: must be a single %s value, not a %s", path, kindName(v.Kind()), nodeKindName(n.Kind))
+			d.fail(n, path, "%s: must be a single %s value, not a %s", path, kindName(v.Kind()), nodeKindName(n.Kind))
 			return
 		}
 		// yaml.v3 truncates 2.5 into an int field; a config value that
 		// is not a whole number is a mistake worth reporting.
 		isInt := v.Kind() >= reflect.Int && v.Kind() <= reflect.Uint64
 		if isInt && n.ShortTag() != "!!int" {
-			d.add(n, "%s: %q is not a valid %s", path, n.Value, kindName(v.Kind()))
+			d.fail(n, path, "%s: %q is not a valid %s", path, n.Value, kindName(v.Kind()))
 			return
 		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
-			d.add(n, "%s: %q is not a valid %s", path, n.Value, kindName(v.Kind()))
+			d.fail(n, path, "%s: %q is not a valid %s", path, n.Value, kindName(v.Kind()))
 		}
 	}
 }
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.add(n, "%s: must be a mapping of keys to values, not a %s", orRoot(path), nodeKindName(n.Kind))
+		d.fail(n, path, "%s: must be a mapping of keys to values, not a %s", orRoot(path), nodeKindName(n.Kind))
 		return
 	}
 	fields := map[string]reflect.Value{}
@@ -301,13 +329,13 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			full = path + "." + key
 		}
 		if seen[key] {
-			d.add(k, "%s: duplicate key; remove one of the two", full)
+			d.fail(k, full, "%s: duplicate key; remove one of the two", full)
 			continue
 		}
 		seen[key] = true
 		f, ok := fields[key]
 		if !ok {
-			d.add(k, "%s: unknown key in %s; known keys are %s", full, orRoot(path), knownKeys(fields))
+			d.fail(k, full, "%s: unknown key in %s; known keys are %s", full, orRoot(path), knownKeys(fields))
 			continue
 		}
 		d.keys[full] = k

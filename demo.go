@@ -113,7 +113,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	}
 	g.Go(func() error { return serve(gctx, cfg, eng, logger) })
 	g.Go(func() error {
-		if err := registerDemoHooks(gctx, o, rc); err != nil {
+		if err := registerDemoHooks(gctx, o, cfg.Admin.Token, rc); err != nil {
 			return err
 		}
 		printDemoBanner(stdout, o, cfgPath)
@@ -150,7 +150,7 @@ log:
 
 // registerDemoHooks waits for the admin API and creates one webhook per
 // event type with the same GraphQL document a user would send.
-func registerDemoHooks(ctx context.Context, o demoOptions, rc *receiver) error {
+func registerDemoHooks(ctx context.Context, o demoOptions, token string, rc *receiver) error {
 	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -176,6 +176,9 @@ func registerDemoHooks(ctx context.Context, o demoOptions, rc *receiver) error {
 		body, _ := json.Marshal(map[string]string{"query": q})
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+o.admin+"/graphql", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("register %s webhook: %w", h.typ, err)

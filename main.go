@@ -26,7 +26,8 @@ Usage:
   eventtap serve    --config FILE                     run the sidecar until SIGINT/SIGTERM
   eventtap validate --config FILE                     check the config and rules; print every problem
   eventtap rules test --config FILE --exchange EX.json  show which rules match a recorded exchange
-  eventtap demo     [--port-base 18080]               run a self-contained demo (order API + sidecar + receiver)
+  eventtap demo [--listen ADDR] [--admin ADDR] [--api ADDR] [--receiver ADDR] [--data DIR]
+                                                      run a self-contained demo (order API + sidecar + receiver)
   eventtap version                                    print the version
 `
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -59,12 +60,15 @@ func printProblems(w io.Writer, err error) {
 // loadAll loads the configuration and compiles its rules, reporting the
 // problems of both at once.
 func loadAll(path string) (config, *rules.Engine, error) {
-	cfg, err := loadConfig(path)
-	if err != nil {
+	cfg, cfgErr := loadConfig(path)
+	if !cfg.rulesDecoded {
+		return cfg, nil, cfgErr
+	}
+	eng, rulesErr := cfg.compileRules()
+	if err := errors.Join(cfgErr, rulesErr); err != nil {
 		return cfg, nil, err
 	}
-	eng, err := cfg.compileRules()
-	return cfg, eng, err
+	return cfg, eng, nil
 }
 
 func newLogger(c logConfig, w io.Writer) *slog.Logger {
@@ -92,6 +96,11 @@ func cmdServe(args []string, _, stderr io.Writer) int {
 		// may grow to twice what is live before collecting.
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
+	// Until the rules watcher takes SIGHUP over, a reload signal sent while
+	// the store opens must not kill the process (its default action).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg, eng, logger); err != nil {
@@ -130,6 +139,11 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 		c, err := loadConfig(cfg.file)
 		if err != nil {
 			return nil, err
+		}
+		// The outbox, its metrics and the GraphQL enum were built with the
+		// event types read at start.
+		if !slices.Equal(c.Rules.EventTypes, cfg.Rules.EventTypes) {
+			return nil, fmt.Errorf("%s: event_types changed; restart eventtap to apply a new list (the rules were not reloaded)", cfg.file)
 		}
 		return c.compileRules()
 	})

@@ -348,6 +348,10 @@ func convertErrors(errs []gqlerrors.FormattedError, defaultCode string) []gqlErr
 // not executed (no data entry) is 4xx (400, or 500 for our own failure).
 func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, mt string, resp *gqlResponse) {
 	status := resp.status
+	if status == http.StatusMethodNotAllowed {
+		// Only mutations sent with GET end here; RFC 9110 requires Allow.
+		w.Header().Set("Allow", "POST")
+	}
 	if status == 0 {
 		status = http.StatusOK
 		if mt == mediaGraphQLResponse && resp.Data == nil {

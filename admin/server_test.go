@@ -279,8 +279,8 @@ func TestGET(t *testing.T) {
 		{"query": {`query A { webhooks { totalCount } } mutation B { webhookDelete(id: "` + id + `") }`}, "operationName": {"B"}},
 	} {
 		r = e.send(http.MethodGet, "/graphql?"+v.Encode(), nil, header{"Accept", mediaJSON})
-		if r.status != http.StatusMethodNotAllowed || r.code() != codeBadUserInput || r.hasData() {
-			t.Errorf("GET mutation: HTTP %d %s", r.status, r.raw)
+		if r.status != http.StatusMethodNotAllowed || r.code() != codeBadUserInput || r.hasData() || r.header.Get("Allow") != "POST" {
+			t.Errorf("GET mutation: HTTP %d, Allow %q, %s", r.status, r.header.Get("Allow"), r.raw)
 		}
 	}
 	if len(e.store.webhooks) != 1 {
