@@ -177,44 +177,42 @@ func (c *committer) receive(block bool) *commitRequest {
 		done = c.done
 	}
 	for c.queue != nil || c.attempts != nil {
+		var (
+			r       *commitRequest
+			src     *chan *commitRequest
+			err     error
+			durable bool
+		)
+		// Poll first: the default case is taken only when nothing is ready.
 		select {
-		case r := <-c.queue:
-			if r == nil {
-				c.queue = nil
-				continue
-			}
-			return r
-		case r := <-c.attempts:
-			if r == nil {
-				c.attempts = nil
-				continue
-			}
-			return r
-		case err := <-done:
-			c.completed(err)
-			return nil
+		case r = <-c.queue:
+			src = &c.queue
+		case r = <-c.attempts:
+			src = &c.attempts
+		case err = <-done:
+			durable = true
 		default:
 			if !block {
 				return nil
 			}
+			// Blocking: wait for a request or the batch in flight.
+			select {
+			case r = <-c.queue:
+				src = &c.queue
+			case r = <-c.attempts:
+				src = &c.attempts
+			case err = <-done:
+				durable = true
+			}
 		}
-		// Blocking: wait for a request or the batch in flight.
-		select {
-		case r := <-c.queue:
-			if r == nil {
-				c.queue = nil
-				continue
-			}
-			return r
-		case r := <-c.attempts:
-			if r == nil {
-				c.attempts = nil
-				continue
-			}
-			return r
-		case err := <-done:
+		switch {
+		case durable:
 			c.completed(err)
 			return nil
+		case r == nil:
+			*src = nil // closed
+		default:
+			return r
 		}
 	}
 	return nil
