@@ -94,12 +94,8 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 					continue
 				}
 				seq := beUint64(it.Item().Key()[len(prefixEvent):])
-				queued, err := o.requeue(txn, w, seq, &rec, webhookID, now)
-				if err != nil {
+				if err := o.requeue(txn, w, seq, &rec, webhookID, now, &lanes); err != nil {
 					return err
-				}
-				if queued != nil {
-					lanes = append(lanes, *queued)
 				}
 			}
 			return nil
@@ -114,25 +110,27 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 }
 
 // requeue writes a fresh PENDING delivery of event seq to the webhook
-// unless one is already pending. adminMu must be held.
-func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRecord, webhookID string, now time.Time) (*laneEntry, error) {
+// unless one is already pending, and adds its lane entry to lanes (handed
+// to the dispatcher once the writes commit). adminMu must be held.
+func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRecord, webhookID string, now time.Time, lanes *[]laneEntry) error {
 	var cur deliveryRecord
 	err := getRecord(txn, deliveryKey(seq, webhookID), cur.unmarshal)
 	switch {
 	case err == nil && cur.State == Pending:
-		return nil, nil
+		return nil
 	case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
-		return nil, err
+		return err
 	}
 	rec := deliveryRecord{State: Pending, NextAttemptAt: now}
 	if err := w.set(badger.NewEntry(deliveryKey(seq, webhookID), rec.marshal())); err != nil {
-		return nil, err
+		return err
 	}
 	lv := laneValue{NextAttemptAt: now, ObservedAt: ev.ObservedAt}
 	if err := w.set(badger.NewEntry(laneKey(webhookID, ev.Subject, seq), lv.marshal())); err != nil {
-		return nil, err
+		return err
 	}
-	return &laneEntry{webhookID, ev.Subject, pendingItem{seq: seq, due: now.UnixNano(), observed: ev.ObservedAt.UnixNano()}}, nil
+	*lanes = append(*lanes, laneEntry{webhookID, ev.Subject, pendingItem{seq: seq, due: now.UnixNano(), observed: ev.ObservedAt.UnixNano()}})
+	return nil
 }
 
 // Redeliver queues the event again for one webhook, or with webhookID ""
@@ -191,12 +189,8 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 				return err
 			}
 			for _, id := range targets {
-				e, err := o.requeue(txn, w, seq, &rec, id, now)
-				if err != nil {
+				if err := o.requeue(txn, w, seq, &rec, id, now, &lanes); err != nil {
 					return err
-				}
-				if e != nil {
-					lanes = append(lanes, *e)
 				}
 			}
 			return nil
