@@ -19,17 +19,15 @@ func (o *Outbox) runWorker(jobs <-chan job) {
 
 // recording is an attempt whose records are queued for the group committer.
 // The worker that made the attempt moves on at once; runRecorder finishes
-// the attempt (metrics, webhook health, releasing the lane if still held)
-// once the records are durable. A lane whose head is to be retried stays
-// busy until then, so that its retry schedule is stored before the head is
-// attempted again. A head delivered or given up releases its lane at once:
-// the next event of the lane may be attempted while the record is being
-// written (a crash in between sends the first again, as at least once
-// allows), and the dispatcher keeps reloads from taking its not yet deleted
-// q/ key for pending work (see dispatcher.unrecorded).
+// the attempt (metrics, webhook health, releasing the lane) once the records
+// are durable. The lane stays busy until then, whatever the outcome: the
+// next event of a subject is attempted only once the store says the one
+// before it is delivered or given up. Releasing earlier would let a crash
+// in between send the earlier event again after the later one, and a
+// receiver that does not deduplicate would see a subject's state go back.
 type recording struct {
 	req     *commitRequest
-	lane    *lane // nil once the lane was released
+	lane    *lane
 	whID    string
 	seq     uint64
 	ev      *eventRecord
@@ -146,14 +144,6 @@ func (o *Outbox) attempt(j job) {
 		}
 		return o.writeLog(w, entry)
 	})
-	if outcome == laneDone {
-		// Delivered or given up: per-lane order needs no more, so the next
-		// event of the lane need not wait for this record to be durable.
-		// After a crash before it is, the event is sent again, which at
-		// least once allows.
-		o.disp.finishUnrecorded(l, seq)
-		r.lane = nil
-	}
 	o.recording <- r
 }
 
@@ -161,26 +151,14 @@ func (o *Outbox) attempt(j job) {
 // failed to be written.
 func (o *Outbox) recorded(r *recording, werr error) {
 	l, ev, rec, res, now := r.lane, r.ev, &r.rec, &r.res, r.now
-	if l == nil {
-		o.disp.recorded(r.whID, r.seq)
-	}
-	// finish releases the lane unless the worker already did (laneDone).
-	finish := func(o2 laneOutcome, due time.Time) {
-		if l != nil {
-			o.disp.finish(l, o2, due)
-		}
-	}
+	finish := func(o2 laneOutcome, due time.Time) { o.disp.finish(l, o2, due) }
 	whID := r.whID
 	if errors.Is(werr, ErrNotFound) {
 		finish(laneDone, time.Time{}) // deleted while we were sending
 		return
 	}
 	if werr != nil {
-		if l != nil {
-			o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
-		} else {
-			o.log.Error("recording a delivery attempt failed; the delivery stays pending and is sent again after a restart", "webhook", whID, "event", ev.ID, "err", werr)
-		}
+		o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
 		finish(laneRetry, now.Add(storeRetryDelay))
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"container/heap"
 	"errors"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -20,11 +19,6 @@ type pendingItem struct {
 }
 
 type laneID struct{ webhookID, subject string }
-
-type recKey struct {
-	webhookID string
-	seq       uint64
-}
 
 // lane is the ordered queue of one (webhook, subject). Only its head is ever
 // attempted, and only one attempt at a time, which is what gives per-subject
@@ -61,14 +55,6 @@ type dispatcher struct {
 	pending int             // items held in memory
 	wake    chan struct{}
 
-	// unrecorded holds the deliveries whose lane was released when their
-	// attempt ended (delivered or given up) but whose records, which remove
-	// their q/ keys, are not durable yet. A reload must not take such a
-	// stale key for pending work: it skips what was unrecorded when it
-	// started or became so while it ran (skip, set only during a reload).
-	unrecorded map[recKey]struct{}
-	skip       map[recKey]struct{}
-
 	limit    int
 	overflow bool   // new items are being dropped until a reload completes
 	unloaded int    // pending items in the store but not in memory
@@ -79,7 +65,7 @@ type dispatcher struct {
 const defaultPendingLimit = 50_000
 
 func newDispatcher(limit int) *dispatcher {
-	return &dispatcher{lanes: map[laneID]*lane{}, paused: map[string]bool{}, unrecorded: map[recKey]struct{}{}, wake: make(chan struct{}, 1), limit: limit}
+	return &dispatcher{lanes: map[laneID]*lane{}, paused: map[string]bool{}, wake: make(chan struct{}, 1), limit: limit}
 }
 
 func (d *dispatcher) signal() {
@@ -143,11 +129,6 @@ func (d *dispatcher) add(webhookID, subject string, it pendingItem, reload bool)
 		}
 		return present
 	}
-	if reload && d.skip != nil {
-		if _, ok := d.skip[recKey{webhookID, it.seq}]; ok {
-			return present // done; its q/ key is being removed
-		}
-	}
 	if d.pending >= d.limit || (d.overflow && !reload) {
 		if !reload {
 			d.overflow = true
@@ -179,13 +160,9 @@ func (d *dispatcher) addMany(entries []laneEntry) {
 	d.signal()
 }
 
-// heldOrDone reports whether a stored lane entry is held in memory or is
-// being removed (see unrecorded), so that a reload does not count it as
-// unloaded. d.mu must be held.
-func (d *dispatcher) heldOrDone(webhookID, subject string, seq uint64) bool {
-	if _, ok := d.skip[recKey{webhookID, seq}]; ok {
-		return true
-	}
+// held reports whether a stored lane entry is held in memory, so that a
+// reload does not count it as unloaded. d.mu must be held.
+func (d *dispatcher) held(webhookID, subject string, seq uint64) bool {
 	l := d.lanes[laneID{webhookID, subject}]
 	if l == nil {
 		return false
@@ -254,26 +231,6 @@ func (d *dispatcher) finish(l *lane, o laneOutcome, due time.Time) {
 	d.fix(l)
 	d.mu.Unlock()
 	d.signal()
-}
-
-// finishUnrecorded is finish(l, laneDone) for an attempt whose records are
-// not durable yet; recorded must follow once they are (or failed).
-func (d *dispatcher) finishUnrecorded(l *lane, seq uint64) {
-	k := recKey{l.id.webhookID, seq}
-	d.mu.Lock()
-	d.unrecorded[k] = struct{}{}
-	if d.skip != nil {
-		d.skip[k] = struct{}{}
-	}
-	d.mu.Unlock()
-	d.finish(l, laneDone, time.Time{})
-}
-
-// recorded ends what finishUnrecorded began.
-func (d *dispatcher) recorded(webhookID string, seq uint64) {
-	d.mu.Lock()
-	delete(d.unrecorded, recKey{webhookID, seq})
-	d.mu.Unlock()
 }
 
 // setPaused pauses or resumes every lane of a webhook.
@@ -449,12 +406,17 @@ func (o *Outbox) runDispatcher(jobs chan<- job) {
 // meanwhile: a lane's entries are consecutive in the scan, so this keeps
 // every in-memory lane a prefix of the stored one. The rest of the scan only
 // counts what is not held, reading keys only.
+//
+// The scan's snapshot may still show the key of a head whose final record
+// became durable, and whose lane moved on, after the snapshot was taken.
+// Such a stale entry is loaded again, but never sent: the worker reads the
+// delivery from a snapshot at least as new as that record, finds it no
+// longer pending and drops the entry.
 func (o *Outbox) reloadPending() error {
 	d := o.disp
 	d.mu.Lock()
 	gen := d.dropGen
 	d.overflow = true
-	d.skip = maps.Clone(d.unrecorded)
 	d.mu.Unlock()
 	notLoaded := 0
 	full := false
@@ -471,7 +433,7 @@ func (o *Outbox) reloadPending() error {
 					continue // deleted; the worker or DeleteWebhook cleans such keys
 				}
 				if full {
-					if !d.heldOrDone(h.ID, e.subject, e.item.seq) {
+					if !d.held(h.ID, e.subject, e.item.seq) {
 						notLoaded++
 					}
 					continue
@@ -517,7 +479,6 @@ func (o *Outbox) reloadPending() error {
 	})
 	d.mu.Lock()
 	drops := int(d.dropGen - gen)
-	d.skip = nil
 	d.unloaded = notLoaded + drops
 	if err == nil && notLoaded == 0 && drops == 0 {
 		d.overflow = false
