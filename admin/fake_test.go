@@ -216,7 +216,7 @@ func (f *fakeStore) RotateSecret(_ context.Context, id string) (outbox.Webhook, 
 	}
 	w := &f.webhooks[i]
 	_, now := f.next("tick")
-	w.PreviousSecret, w.PreviousSecretUntil = w.Secret, now.Add(24*time.Hour)
+	w.PreviousSecrets = append([]outbox.PreviousSecret{{Secret: w.Secret, Until: now.Add(24 * time.Hour)}}, w.PreviousSecrets...)
 	w.Secret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("rotated-at-"+now.String()))
 	w.UpdatedAt = now
 	return *w, nil

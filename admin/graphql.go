@@ -158,6 +158,15 @@ func decodeBody(body []byte) (gqlRequest, *gqlResponse) {
 	}
 	var req gqlRequest
 	if err := json.Unmarshal(body, &raw); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch trimmed := bytes.TrimSpace(body); {
+		case len(trimmed) > 0 && trimmed[0] == '[':
+			return req, requestError(http.StatusBadRequest, codeBadUserInput,
+				"the request body is a JSON array: batched operations are not supported; send one {\"query\": …} object per request")
+		case errors.As(err, &typeErr):
+			return req, requestError(http.StatusBadRequest, codeBadUserInput,
+				"the request body is a JSON %s, not an object; send {\"query\": \"…\", \"variables\": {…}}", typeErr.Value)
+		}
 		return req, requestError(http.StatusBadRequest, codeBadUserInput, "the request body is not a JSON object: %v", err)
 	}
 	if err := unmarshalNullable(raw.Query, &req.Query); err != nil || req.Query == "" {
@@ -229,7 +238,7 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 		}
 	}()
 
-	src := source.NewSource(&source.Source{Body: []byte(req.Query), Name: "GraphQL request"})
+	src := source.NewSource(&source.Source{Body: blankNulls([]byte(req.Query)), Name: "GraphQL request"})
 	if err := checkNesting(src, maxNesting); err != nil {
 		// Answered like a validation error: 200 with application/json.
 		return requestError(0, codeBadUserInput, "%v", err)

@@ -1,6 +1,9 @@
 package admin
 
 import (
+	"cmp"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/graphql-go/graphql"
@@ -20,6 +23,7 @@ var enumDefaultsFixed sync.Once
 // can execute, and only changes answers for enum-typed defaults.
 func fixEnumDefaults() {
 	enumDefaultsFixed.Do(func() {
+		sortIntrospectionLists()
 		field := graphql.InputValueType.Fields()["defaultValue"]
 		if field == nil || field.Resolve == nil {
 			return
@@ -47,4 +51,67 @@ func fixEnumDefaults() {
 			return orig(p)
 		}
 	})
+}
+
+// sortIntrospectionLists makes __Schema.types and __Type.inputFields list types and
+// input fields by name, as graphql-go lists an object's fields: it lists
+// them in map order, so the schema a client prints changed from one process
+// to the next. Part of the one-time patch of fixEnumDefaults.
+func sortIntrospectionLists() {
+	sortResult(graphql.TypeType.Fields()["inputFields"], (*graphql.InputObjectField).Name)
+	sortResult(graphql.SchemaType.Fields()["types"], graphql.Type.Name)
+}
+
+// sortResult wraps a list field's resolver so that it answers its list
+// sorted by name.
+func sortResult[T any](field *graphql.FieldDefinition, name func(T) string) {
+	if field == nil || field.Resolve == nil {
+		return
+	}
+	orig := field.Resolve
+	field.Resolve = func(p graphql.ResolveParams) (any, error) {
+		v, err := orig(p)
+		if list, ok := v.([]T); ok {
+			list = slices.Clone(list)
+			slices.SortFunc(list, func(a, b T) int { return strings.Compare(name(a), name(b)) })
+			return list, nil
+		}
+		return v, err
+	}
+}
+
+// argOrder is the order SPEC §5 gives arguments in.
+var argOrder = []string{"id", "input", "first", "after", "filter", "since", "webhookId"}
+
+// orderSchema puts enum values in the order given (SPEC §5's; for
+// WebhookType, the configured event types') and arguments in argOrder.
+// graphql-go takes both from maps, so introspection, and every schema a
+// client generates from it, would otherwise change order at each start.
+func orderSchema(s *graphql.Schema, enums map[string][]string) {
+	rank := func(order []string, name string) int {
+		if i := slices.Index(order, name); i >= 0 {
+			return i
+		}
+		return len(order)
+	}
+	for name, t := range s.TypeMap() {
+		switch t := t.(type) {
+		case *graphql.Enum:
+			if order, ok := enums[name]; ok {
+				// Values returns graphql-go's own slice: sorted in place.
+				slices.SortStableFunc(t.Values(), func(a, b *graphql.EnumValueDefinition) int {
+					return cmp.Or(cmp.Compare(rank(order, a.Name), rank(order, b.Name)), strings.Compare(a.Name, b.Name))
+				})
+			}
+		case *graphql.Object:
+			if strings.HasPrefix(name, "__") {
+				continue
+			}
+			for _, f := range t.Fields() {
+				slices.SortStableFunc(f.Args, func(a, b *graphql.Argument) int {
+					return cmp.Or(cmp.Compare(rank(argOrder, a.Name()), rank(argOrder, b.Name())), strings.Compare(a.Name(), b.Name()))
+				})
+			}
+		}
+	}
 }

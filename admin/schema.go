@@ -292,6 +292,11 @@ func newSchema(a *api, eventTypes []string) (graphql.Schema, error) {
 	if err != nil {
 		return graphql.Schema{}, fmt.Errorf("admin: build schema: %w", err)
 	}
+	orderSchema(&schema, map[string][]string{
+		"WebhookType":   eventTypes,
+		"WebhookStatus": {string(outbox.Enabled), string(outbox.Disabled)},
+		"DeliveryState": {string(outbox.Pending), string(outbox.Succeeded), string(outbox.Failed)},
+	})
 	return schema, nil
 }
 

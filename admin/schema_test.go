@@ -248,3 +248,60 @@ func TestNewRefusesBadEventTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestSchemaOrderIsStable builds the server several times, as separate
+// starts would (graphql-go takes arguments and enum values from maps, whose
+// order differs every time), and checks that introspection answers the
+// same bytes each time, in SPEC §5's order where it has one.
+func TestSchemaOrderIsStable(t *testing.T) {
+	var first []byte
+	for i := range 8 {
+		e := newEnv(t, withEventTypes(builtinTypes...))
+		raw := e.gql(introspectionQuery, nil).raw
+		if i == 0 {
+			first = raw
+			continue
+		}
+		if string(raw) != string(first) {
+			t.Fatalf("introspection differs between two servers built alike (attempt %d)", i)
+		}
+	}
+	e := newEnv(t, withEventTypes(builtinTypes...))
+	r := e.gql(`{
+  query: __type(name: "Query") { fields { name args { name } } }
+  status: __type(name: "WebhookStatus") { enumValues { name } }
+  state: __type(name: "DeliveryState") { enumValues { name } }
+  types: __type(name: "WebhookType") { enumValues { name } }
+  create: __type(name: "WebhookCreateInput") { inputFields { name } }
+}`, nil)
+	names := func(path, key string) []string {
+		var out []string
+		for _, v := range r.get(path).([]any) {
+			out = append(out, v.(map[string]any)[key].(string))
+		}
+		return out
+	}
+	for _, f := range r.get("query.fields").([]any) {
+		f := f.(map[string]any)
+		var args []string
+		for _, a := range f["args"].([]any) {
+			args = append(args, a.(map[string]any)["name"].(string))
+		}
+		if strings.HasSuffix(f["name"].(string), "s") && !slices.Equal(args, []string{"first", "after", "filter"}) {
+			t.Errorf("%s arguments %v, want first, after, filter", f["name"], args)
+		}
+	}
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"status.enumValues", []string{"ENABLED", "DISABLED"}},
+		{"state.enumValues", []string{"PENDING", "SUCCEEDED", "FAILED"}},
+		{"types.enumValues", builtinTypes},
+		{"create.inputFields", []string{"description", "secret", "status", "type", "url"}},
+	} {
+		if got := names(tc.path, "name"); !slices.Equal(got, tc.want) {
+			t.Errorf("%s = %v, want %v", tc.path, got, tc.want)
+		}
+	}
+}

@@ -477,3 +477,21 @@ func TestExplorerIntrospection(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyNotAnObject checks that a body of the wrong JSON shape gets a
+// message saying what to send, not the decoder's Go types.
+func TestBodyNotAnObject(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ body, want string }{
+		{`[{"query":"{ webhooks { totalCount } }"}]`, "batched operations are not supported"},
+		{`"{ webhooks { totalCount } }"`, "the request body is a JSON string, not an object"},
+		{`{"query":`, "the request body is not a JSON object"},
+	} {
+		r := e.send(http.MethodPost, "/graphql", []byte(tc.body), header{"Content-Type", "application/json"})
+		if r.status != http.StatusBadRequest || r.code() != codeBadUserInput || len(r.Errors) != 1 ||
+			!strings.Contains(r.Errors[0].Message, tc.want) || strings.Contains(r.Errors[0].Message, "Go ") ||
+			strings.Contains(r.Errors[0].Message, "struct") {
+			t.Errorf("body %s: HTTP %d %s, want 400 with %q", tc.body, r.status, r.raw, tc.want)
+		}
+	}
+}

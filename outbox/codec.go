@@ -236,13 +236,26 @@ func (r *webhookRecord) marshal() []byte {
 	e.str(r.Type)
 	e.str(string(r.Status))
 	e.str(r.Secret)
-	e.str(r.PreviousSecret)
-	e.time(r.PreviousSecretUntil)
+	// The newest previous secret where records before multi-rotation kept
+	// their only one; any older ones at the end, which those records lack.
+	var first PreviousSecret
+	if len(r.PreviousSecrets) > 0 {
+		first = r.PreviousSecrets[0]
+	}
+	e.str(first.Secret)
+	e.time(first.Until)
 	optStr(&e, r.Description)
 	optStr(&e, r.DisabledReason)
 	e.time(r.CreatedAt)
 	e.time(r.UpdatedAt)
 	e.time(r.FailingSince)
+	if len(r.PreviousSecrets) > 1 {
+		e.uvarint(uint64(len(r.PreviousSecrets) - 1))
+		for _, p := range r.PreviousSecrets[1:] {
+			e.str(p.Secret)
+			e.time(p.Until)
+		}
+	}
 	return e.b
 }
 
@@ -251,11 +264,23 @@ func (r *webhookRecord) unmarshal(b []byte) error {
 	d.version()
 	r.ID, r.URL, r.Type = d.str(), d.str(), d.str()
 	r.Status = WebhookStatus(d.str())
-	r.Secret, r.PreviousSecret = d.str(), d.str()
-	r.PreviousSecretUntil = d.time()
+	r.Secret = d.str()
+	r.PreviousSecrets = nil
+	if first := (PreviousSecret{Secret: d.str(), Until: d.time()}); first.Secret != "" {
+		r.PreviousSecrets = append(r.PreviousSecrets, first)
+	}
 	r.Description = readOptStr(&d)
 	r.DisabledReason = readOptStr(&d)
 	r.CreatedAt, r.UpdatedAt, r.FailingSince = d.time(), d.time(), d.time()
+	if d.err == nil && len(d.b) > 0 {
+		n := d.uvarint()
+		if n > maxPreviousSecrets {
+			return errCorrupt
+		}
+		for range n {
+			r.PreviousSecrets = append(r.PreviousSecrets, PreviousSecret{Secret: d.str(), Until: d.time()})
+		}
+	}
 	return d.err
 }
 

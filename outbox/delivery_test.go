@@ -345,7 +345,8 @@ func TestRotationSendsTwoSignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rotated.Secret == hook.Secret || rotated.PreviousSecret != hook.Secret || time.Until(rotated.PreviousSecretUntil) < 23*time.Hour {
+	if rotated.Secret == hook.Secret || len(rotated.PreviousSecrets) != 1 || rotated.PreviousSecrets[0].Secret != hook.Secret ||
+		time.Until(rotated.PreviousSecrets[0].Until) < 23*time.Hour {
 		t.Fatalf("rotated webhook %+v", rotated)
 	}
 	o.commit(t, event("ORDER_CREATED", "o1", `{}`))
@@ -375,6 +376,55 @@ func TestRotationSendsTwoSignatures(t *testing.T) {
 	}
 	if logs := o.allLogs(t, LogFilter{EventID: l.EventID}); len(logs) != 1 {
 		t.Errorf("test send logged %d times", len(logs))
+	}
+
+	// A second rotation within the 24 h: the first secret keeps its own
+	// 24 h, so all three sign, and all three survive a restart.
+	again, err := o.RotateSecret(context.Background(), hook.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.PreviousSecrets) != 2 || again.PreviousSecrets[0].Secret != rotated.Secret || again.PreviousSecrets[1] != rotated.PreviousSecrets[0] {
+		t.Fatalf("twice rotated: %+v", again.PreviousSecrets)
+	}
+	o.close(t)
+	o = openTestDir(t, o.dir)
+	stored, err := o.Webhook(context.Background(), hook.ID)
+	if err != nil || len(stored.PreviousSecrets) != 2 || stored.PreviousSecrets[1].Secret != hook.Secret {
+		t.Fatalf("after restart: %+v, %v", stored.PreviousSecrets, err)
+	}
+	o.commit(t, event("ORDER_CREATED", "o2", `{}`))
+	waitFor(t, 5*time.Second, "delivery", func() bool { return rc.count() == 3 })
+	r = rc.requests()[2]
+	if sigs := strings.Fields(r.Signature); len(sigs) != 3 {
+		t.Fatalf("signature header %q: want three signatures", r.Signature)
+	}
+	for _, s := range []string{again.Secret, rotated.Secret, hook.Secret} {
+		verify(t, s, r)
+	}
+}
+
+func TestWebhookRecordCodec(t *testing.T) {
+	until := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, prev := range [][]PreviousSecret{
+		nil,
+		{{Secret: "whsec_a", Until: until}},
+		{{Secret: "whsec_b", Until: until.Add(time.Hour)}, {Secret: "whsec_a", Until: until}},
+	} {
+		in := webhookRecord{Webhook: Webhook{ID: "wh_1", URL: "https://example.com", Type: "ORDER_CREATED", Status: Enabled,
+			Secret: "whsec_c", PreviousSecrets: prev, CreatedAt: until, UpdatedAt: until}}
+		var out webhookRecord
+		if err := out.unmarshal(in.marshal()); err != nil {
+			t.Fatal(err)
+		}
+		if len(out.PreviousSecrets) != len(prev) {
+			t.Fatalf("previous secrets %+v, want %+v", out.PreviousSecrets, prev)
+		}
+		for i := range prev {
+			if out.PreviousSecrets[i].Secret != prev[i].Secret || !out.PreviousSecrets[i].Until.Equal(prev[i].Until) {
+				t.Errorf("previous secret %d: %+v, want %+v", i, out.PreviousSecrets[i], prev[i])
+			}
+		}
 	}
 }
 

@@ -46,13 +46,20 @@ type Webhook struct {
 	Status WebhookStatus
 	// Secret is the current signing secret ("whsec_" + base64).
 	Secret string
-	// PreviousSecret also signs until PreviousSecretUntil (24 h after a rotation).
-	PreviousSecret      string
-	PreviousSecretUntil time.Time
-	Description         *string
-	DisabledReason      *string
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// PreviousSecrets, newest first, sign alongside Secret, each until 24 h
+	// after the rotation that replaced it.
+	PreviousSecrets []PreviousSecret
+	Description     *string
+	DisabledReason  *string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// PreviousSecret is a secret replaced by a rotation; it keeps signing until
+// Until.
+type PreviousSecret struct {
+	Secret string
+	Until  time.Time
 }
 
 // WebhookCreate is the input of Outbox.CreateWebhook. An empty Status means

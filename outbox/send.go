@@ -98,16 +98,18 @@ type sendResult struct {
 
 func (r sendResult) ok() bool { return r.err == nil && r.status >= 200 && r.status < 300 }
 
-// send POSTs body to the webhook, signed with its current secret and, for
-// 24 h after a rotation, its previous one.
+// send POSTs body to the webhook, signed with its current secret and with
+// every secret a rotation replaced less than 24 h ago.
 func (s *sender) send(ctx context.Context, hook *Webhook, id string, body []byte, now time.Time) sendResult {
-	keys := make([][]byte, 0, 2)
+	keys := make([][]byte, 0, 1+len(hook.PreviousSecrets))
 	if k, err := signature.Key(hook.Secret); err == nil {
 		keys = append(keys, k)
 	}
-	if hook.PreviousSecret != "" && now.Before(hook.PreviousSecretUntil) {
-		if k, err := signature.Key(hook.PreviousSecret); err == nil {
-			keys = append(keys, k)
+	for _, p := range hook.PreviousSecrets {
+		if now.Before(p.Until) {
+			if k, err := signature.Key(p.Secret); err == nil {
+				keys = append(keys, k)
+			}
 		}
 	}
 	if len(keys) == 0 {

@@ -18,6 +18,10 @@ import (
 // rotation, so receivers can switch keys without dropping deliveries.
 const secretOverlap = 24 * time.Hour
 
+// maxPreviousSecrets bounds the signatures of one request when a webhook is
+// rotated many times within secretOverlap; the oldest stops signing early.
+const maxPreviousSecrets = 8
+
 // loadWebhooks fills the webhook cache. Webhooks are few and read on every
 // commit, so all of them live in memory; Badger is the durable copy.
 func (o *Outbox) loadWebhooks(txn *badger.Txn) error {
@@ -285,8 +289,9 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, in WebhookUpdate) (Webhook, 
 	return out, err
 }
 
-// RotateSecret gives the webhook a new secret; the previous one keeps
-// signing alongside it for 24 hours.
+// RotateSecret gives the webhook a new secret; the one it replaces keeps
+// signing alongside it for 24 hours, as do the secrets replaced by earlier
+// rotations until their own 24 hours are over.
 func (o *Outbox) RotateSecret(ctx context.Context, id string) (Webhook, error) {
 	var out Webhook
 	err := o.use(ctx, func() error {
@@ -298,7 +303,13 @@ func (o *Outbox) RotateSecret(ctx context.Context, id string) (Webhook, error) {
 		}
 		now := o.now().UTC()
 		r := *h
-		r.PreviousSecret, r.PreviousSecretUntil = r.Secret, now.Add(secretOverlap)
+		prev := []PreviousSecret{{Secret: r.Secret, Until: now.Add(secretOverlap)}}
+		for _, p := range h.PreviousSecrets {
+			if now.Before(p.Until) && len(prev) < maxPreviousSecrets {
+				prev = append(prev, p)
+			}
+		}
+		r.PreviousSecrets = prev
 		r.Secret = signature.NewSecret()
 		r.UpdatedAt = now
 		if err := o.putWebhookLocked(&r); err != nil {
