@@ -158,6 +158,12 @@ func TestRouteAllocs(t *testing.T) {
 
 // benchEngine has 20 rules over a realistic API surface.
 func benchEngine(tb testing.TB) *Engine {
+	return benchEngineData(tb, `'{"id": path.id, "total": response.body.total, "lines": response.body.lines.map(l, l.sku)}'`)
+}
+
+// benchEngineData is benchEngine with the given data expression for the
+// -updated rules.
+func benchEngineData(tb testing.TB, updatedData string) *Engine {
 	var b strings.Builder
 	resources := []string{"orders", "shipments", "returns", "invoices", "carts"}
 	for i, res := range resources {
@@ -175,13 +181,13 @@ func benchEngine(tb testing.TB) *Engine {
   event: ORDER_UPDATED
   when: {method: [PATCH, PUT], path: '/%[1]s/{id}', status: 2xx}
   subject: path.id
-  data: '{"id": path.id, "total": response.body.total, "lines": response.body.lines.map(l, l.sku)}'
+  data: %[2]s
 - name: %[1]s-canceled
   event: ORDER_CANCELED
   when: {method: POST, path: '/%[1]s/{id}/cancel', status: [200, 204]}
   subject: path.id
   data: '{"id": path.id, "reason": request.body.reason}'
-`, res)
+`, res, updatedData)
 		_ = i
 	}
 	return mustCompile(tb, b.String())
