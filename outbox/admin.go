@@ -44,6 +44,9 @@ func (o *Outbox) TestWebhook(ctx context.Context, id string) (Log, error) {
 		entry.Error = res.err.Error()
 	}
 	err := o.use(context.WithoutCancel(ctx), func() error {
+		if err := o.space.check(); err != nil {
+			return err
+		}
 		w := newTxnWriter(o.db)
 		if err := o.writeLog(w, entry); err != nil {
 			w.discard()
@@ -71,6 +74,9 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 		}
 		o.adminMu.Lock()
 		defer o.adminMu.Unlock()
+		if err := o.space.check(); err != nil {
+			return err
+		}
 		now := o.now().UTC()
 		var lanes []laneEntry
 		w := newTxnWriter(o.db)
@@ -147,6 +153,9 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 	err := o.use(ctx, func() error {
 		o.adminMu.Lock()
 		defer o.adminMu.Unlock()
+		if err := o.space.check(); err != nil {
+			return err
+		}
 		now := o.now().UTC()
 		var lanes []laneEntry
 		w := newTxnWriter(o.db)

@@ -265,6 +265,9 @@ func (c *committer) run(first *commitRequest) {
 		_ = b.set(badger.NewEntry(keyMetaSeq, u64(nil, c.seq)))
 	}
 	o.seq = c.seq
+	if b.err == nil {
+		b.err = o.space.check()
+	}
 	if b.err != nil {
 		c.stale = true
 		c.finish(b, fmt.Errorf("outbox: writing batch: %w", b.err), false)

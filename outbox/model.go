@@ -17,6 +17,9 @@ var (
 	ErrBadCursor = errors.New("malformed cursor")
 	// ErrClosed means the store is closed or closing.
 	ErrClosed = errors.New("outbox closed")
+	// ErrNoSpace means storage.dir's file system is too full to write
+	// safely; writing resumes by itself once space is freed.
+	ErrNoSpace = errors.New("not enough free space")
 )
 
 // WebhookStatus is ENABLED or DISABLED.

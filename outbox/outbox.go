@@ -98,6 +98,8 @@ type Outbox struct {
 	logSeq atomic.Uint64 // last log sequence
 
 	disp *dispatcher
+	// space refuses writes while storage.dir is nearly full.
+	space *spaceGuard
 	// snaps is the read snapshot delivery workers share (see snapshots).
 	snaps snapshots
 
@@ -136,6 +138,7 @@ type openHooks struct {
 	retentionEvery time.Duration
 	dial           func(ctx context.Context, network, addr string) (string, error) // rewrites the dial address
 	pendingLimit   int
+	freeBytes      func(dir string) (uint64, error)
 }
 
 func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, eventTypes []string, logger *slog.Logger, reg prometheus.Registerer, hooks *openHooks) (*Outbox, error) {
@@ -189,6 +192,10 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 		limit = hooks.pendingLimit
 	}
 	o.disp = newDispatcher(limit)
+	o.space = newSpaceGuard(storage.Dir, o.log)
+	if hooks != nil && hooks.freeBytes != nil {
+		o.space.free = hooks.freeBytes
+	}
 	if o.metrics, err = newMetrics(reg, eventTypes, o.disp.pendingCount, func() float64 { return o.disp.oldestPending(o.now()) }); err != nil {
 		return nil, err
 	}
@@ -367,7 +374,12 @@ func (o *Outbox) view(ctx context.Context, fn func(txn *badger.Txn) error) error
 }
 
 func (o *Outbox) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
-	return o.use(ctx, func() error { return o.db.Update(fn) })
+	return o.use(ctx, func() error {
+		if err := o.space.check(); err != nil {
+			return err
+		}
+		return o.db.Update(fn)
+	})
 }
 
 // load reads what the running goroutines need: the sequence counters,

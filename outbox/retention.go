@@ -19,6 +19,11 @@ func (o *Outbox) runMaintenance() {
 			return
 		case <-t.C:
 		}
+		// Deleting writes tombstones first; space comes back only with
+		// compaction, so nothing is gained by writing on a full disk.
+		if o.space.check() != nil {
+			continue
+		}
 		if err := o.retain(o.now()); err != nil {
 			o.log.Error("retention pass failed", "err", err)
 		}

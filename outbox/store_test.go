@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,4 +367,42 @@ func TestPendingOverflow(t *testing.T) {
 	waitFor(t, 20*time.Second, "all delivered after restart", func() bool {
 		return len(o.allEvents(t, EventFilter{State: Succeeded})) == subjects*per+30
 	})
+}
+
+// TestNoSpace checks that a nearly full storage.dir turns into commit and
+// admin errors (ErrNoSpace) instead of writes Badger would die of, and that
+// writing resumes by itself once space is back. The real full disk is in
+// the root package's TestFaultDiskFull.
+func TestNoSpace(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	o := openTest(t, func(_ *StorageConfig, _ *DeliveryConfig, h *openHooks) {
+		h.freeBytes = func(string) (uint64, error) { return free.Load(), nil }
+	})
+	rc := newReceiver(t, nil)
+	hook := o.hook(t, rc.URL, "ORDER_CREATED")
+	o.commit(t, event("ORDER_CREATED", "o1", `{"n":1}`))
+
+	free.Store(minFreeBytes - 1)
+	err := o.Commit(context.Background(), []rules.Event{event("ORDER_CREATED", "o2", `{"n":2}`)})
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "free") {
+		t.Fatalf("commit with the disk nearly full: %v, want ErrNoSpace", err)
+	}
+	if _, err := o.CreateWebhook(context.Background(), WebhookCreate{URL: rc.URL, Type: "ORDER_CREATED"}); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("creating a webhook with the disk nearly full: %v", err)
+	}
+	if _, err := o.RotateSecret(context.Background(), hook.ID); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("rotating with the disk nearly full: %v", err)
+	}
+
+	free.Store(1 << 30)
+	o.commit(t, event("ORDER_CREATED", "o3", `{"n":3}`))
+	waitFor(t, 5*time.Second, "both committed events delivered", func() bool { return rc.count() >= 2 })
+	subjects := map[string]bool{}
+	for _, r := range rc.requests() {
+		subjects[r.Payload.Subject] = true
+	}
+	if !subjects["o1"] || !subjects["o3"] || subjects["o2"] {
+		t.Errorf("delivered subjects %v, want o1 and o3 (o2 was refused)", subjects)
+	}
 }

@@ -66,6 +66,9 @@ func (o *Outbox) rebuildLocked() {
 // putWebhookLocked persists r and updates the cache, the subscription index
 // and the paused set. whMu must be held exclusively.
 func (o *Outbox) putWebhookLocked(r *webhookRecord) error {
+	if err := o.space.check(); err != nil {
+		return err
+	}
 	if err := o.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(webhookKey(r.ID), r.marshal())
 	}); err != nil {
@@ -330,6 +333,10 @@ func (o *Outbox) DeleteWebhook(ctx context.Context, id string) error {
 			o.whMu.Unlock()
 			return fmt.Errorf("webhook %q: %w", id, ErrNotFound)
 		}
+		if err := o.space.check(); err != nil {
+			o.whMu.Unlock()
+			return err
+		}
 		if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(webhookKey(id)) }); err != nil {
 			o.whMu.Unlock()
 			return fmt.Errorf("outbox: deleting webhook: %w", err)
@@ -384,6 +391,9 @@ func scanKeys(txn *badger.Txn, prefix []byte, yield func([]byte) bool) bool {
 // deleteKeys deletes every key produced by scan, in write batches so that
 // the number of keys is not limited by the transaction size.
 func (o *Outbox) deleteKeys(scan func(yield func([]byte) bool) error) error {
+	if err := o.space.check(); err != nil {
+		return err
+	}
 	wb := o.db.NewWriteBatch()
 	defer wb.Cancel()
 	var werr error
