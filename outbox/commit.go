@@ -320,6 +320,15 @@ func (c *committer) add(b *batch, r *commitRequest) {
 		b.err = r.attempt(b)
 		return
 	}
+	// Refused here rather than by Badger, which would fail the whole batch
+	// (every exchange in it) over one key that is too long.
+	for i := range r.events {
+		if n := len(r.events[i].Subject); n == 0 || n > rules.MaxSubjectBytes {
+			r.err = fmt.Errorf("outbox: event %d of rule %q: its subject has %d bytes; it must have 1 to %d: %w",
+				i, r.events[i].Rule, n, rules.MaxSubjectBytes, ErrInvalid)
+			return
+		}
+	}
 	for i := range r.events {
 		ev := &r.events[i]
 		if ev.State != nil && !b.hasState {

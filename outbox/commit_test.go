@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -275,4 +276,37 @@ func TestCloseDrainsQueuedCommits(t *testing.T) {
 	if n := len(o.allEvents(t, EventFilter{})); n != acked {
 		t.Errorf("%d events stored, %d acknowledged", n, acked)
 	}
+}
+
+// TestCommitRefusesOverlongSubject checks that an event whose subject is
+// too long for the store's keys fails its own Commit only, not the other
+// exchanges committed in the same batch.
+func TestCommitRefusesOverlongSubject(t *testing.T) {
+	o := openTest(t)
+	rc := newReceiver(t, nil)
+	o.hook(t, rc.URL, "ORDER_CREATED")
+	var wg sync.WaitGroup
+	errs := make([]error, 40)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			subject := fmt.Sprintf("o%d", i)
+			if i == 7 {
+				subject = strings.Repeat("x", 100<<10)
+			}
+			errs[i] = o.Commit(context.Background(), []rules.Event{event("ORDER_CREATED", subject, `{}`)})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 7 {
+			if !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "xxxx") {
+				t.Errorf("overlong subject: %v, want ErrInvalid without the subject", err)
+			}
+		} else if err != nil {
+			t.Errorf("commit %d beside the overlong subject: %v", i, err)
+		}
+	}
+	waitFor(t, 5*time.Second, "39 deliveries", func() bool { return rc.count() == 39 })
 }

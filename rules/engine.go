@@ -680,6 +680,10 @@ func (s *evalState) evalRuleInto(r *rule, path any, ev *Event) (Result, error) {
 	if err != nil {
 		return Failed, fmt.Errorf("subject: %w", err)
 	}
+	if len(subject) > MaxSubjectBytes {
+		// Not quoted: it is response data, and it would flood the log.
+		return Failed, fmt.Errorf("subject: evaluated to %d bytes, more than the %d a subject may have; a subject is an id, such as response.body.id", len(subject), MaxSubjectBytes)
+	}
 	data, err := s.encode(r.data, act, false)
 	if err != nil {
 		return Failed, fmt.Errorf("data: %w", err)

@@ -379,3 +379,28 @@ func TestEvaluateReusesScratch(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestEvaluateSubjectTooLong checks that a subject longer than
+// MaxSubjectBytes is a run-time error of its rule, whose message does not
+// repeat the (response) data.
+func TestEvaluateSubjectTooLong(t *testing.T) {
+	e := mustCompile(t, `
+- name: created
+  event: ORDER_CREATED
+  when: {method: POST, path: /orders, status: 201}
+  subject: response.body.id
+`)
+	for _, tc := range []struct {
+		n      int
+		events int
+	}{{MaxSubjectBytes, 1}, {MaxSubjectBytes + 1, 0}, {100 << 10, 0}} {
+		id := strings.Repeat("7", tc.n)
+		evs, errs := e.Evaluate(exch("POST", "/orders", 201, `{}`, `{"id":"`+id+`"}`))
+		if len(evs) != tc.events || len(errs) != 1-tc.events {
+			t.Fatalf("subject of %d bytes: %d events, errors %v", tc.n, len(evs), errs)
+		}
+		if len(errs) == 1 && (strings.Contains(errs[0].Error(), "7777") || !strings.Contains(errs[0].Error(), "more than the 1024")) {
+			t.Errorf("error %q", errs[0])
+		}
+	}
+}

@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+// MaxSubjectBytes bounds an event's subject. Subjects are ids, and the
+// outbox keys deliveries and their order by subject: a rule whose subject
+// evaluates to more is a run-time error of that rule.
+const MaxSubjectBytes = 1024
+
 // Exchange is one request/response pair captured by the proxy on a route
 // that some rule could match. The proxy builds it once per exchange and hands
 // it to Engine.Evaluate; nothing in it is modified afterwards, so it is safe
