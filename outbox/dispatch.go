@@ -31,7 +31,10 @@ type lane struct {
 	// requeued: the busy head was queued again (Redeliver, Replay) after its
 	// attempt had recorded a final state, so finishing must keep it.
 	requeued bool
-	index    int // position in the ready heap, -1 when not in it
+	// parked: due, but its webhook had perHook attempts in flight; it
+	// waits in dispatcher.parked instead of the heap.
+	parked bool
+	index  int // position in the ready heap, -1 when not in it
 }
 
 // dispatcher is the in-memory index of pending work, loaded from the q/
@@ -55,6 +58,13 @@ type dispatcher struct {
 	pending int             // items held in memory
 	wake    chan struct{}
 
+	// Each webhook has at most perHook attempts in flight, so that a
+	// receiver that hangs until the timeout on many subjects at once
+	// cannot hold every worker while other webhooks wait.
+	perHook  int
+	inFlight map[string]int     // webhook id → attempts in flight
+	parked   map[string][]*lane // webhook id → lanes due while it was at perHook, oldest first
+
 	limit    int
 	overflow bool   // new items are being dropped until a reload completes
 	unloaded int    // pending items in the store but not in memory
@@ -64,8 +74,11 @@ type dispatcher struct {
 // defaultPendingLimit bounds the in-memory index to roughly 10–20 MiB.
 const defaultPendingLimit = 50_000
 
-func newDispatcher(limit int) *dispatcher {
-	return &dispatcher{lanes: map[laneID]*lane{}, paused: map[string]bool{}, wake: make(chan struct{}, 1), limit: limit}
+// newDispatcher holds at most limit items; workers is delivery.workers,
+// of which one webhook may use half.
+func newDispatcher(limit, workers int) *dispatcher {
+	return &dispatcher{lanes: map[laneID]*lane{}, paused: map[string]bool{}, wake: make(chan struct{}, 1), limit: limit,
+		perHook: max(1, workers/2), inFlight: map[string]int{}, parked: map[string][]*lane{}}
 }
 
 func (d *dispatcher) signal() {
@@ -76,7 +89,7 @@ func (d *dispatcher) signal() {
 }
 
 func (d *dispatcher) eligible(l *lane) bool {
-	return len(l.items) > 0 && !l.busy && !l.gone && !d.paused[l.id.webhookID]
+	return len(l.items) > 0 && !l.busy && !l.gone && !l.parked && !d.paused[l.id.webhookID]
 }
 
 // fix restores the invariant for l after a change.
@@ -184,16 +197,23 @@ func (d *dispatcher) needsReload() bool {
 func (d *dispatcher) next(now time.Time) (*lane, pendingItem, time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.ready) == 0 {
-		return nil, pendingItem{}, time.Time{}
+	for len(d.ready) > 0 {
+		l := d.ready[0]
+		if due := l.items[0].due; due > now.UnixNano() {
+			return nil, pendingItem{}, time.Unix(0, due)
+		}
+		heap.Pop(&d.ready)
+		wh := l.id.webhookID
+		if d.inFlight[wh] >= d.perHook {
+			l.parked = true
+			d.parked[wh] = append(d.parked[wh], l)
+			continue
+		}
+		d.inFlight[wh]++
+		l.busy = true
+		return l, l.items[0], time.Time{}
 	}
-	l := d.ready[0]
-	if due := l.items[0].due; due > now.UnixNano() {
-		return nil, pendingItem{}, time.Unix(0, due)
-	}
-	heap.Pop(&d.ready)
-	l.busy = true
-	return l, l.items[0], time.Time{}
+	return nil, pendingItem{}, time.Time{}
 }
 
 // outcome of an attempt, as far as the lane is concerned.
@@ -208,6 +228,20 @@ const (
 func (d *dispatcher) finish(l *lane, o laneOutcome, due time.Time) {
 	d.mu.Lock()
 	l.busy = false
+	wh := l.id.webhookID
+	if d.inFlight[wh]--; d.inFlight[wh] <= 0 {
+		delete(d.inFlight, wh)
+	}
+	// The slot just freed goes to the lane of this webhook parked longest.
+	if ps := d.parked[wh]; len(ps) > 0 {
+		p := ps[0]
+		ps[0] = nil
+		if d.parked[wh] = ps[1:]; len(ps) == 1 {
+			delete(d.parked, wh)
+		}
+		p.parked = false
+		d.fix(p)
+	}
 	if l.gone {
 		// The webhook was deleted meanwhile; removeWebhook already counted
 		// the items out.
@@ -259,6 +293,7 @@ func (d *dispatcher) removeWebhook(webhookID string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.paused, webhookID)
+	delete(d.parked, webhookID)
 	for id, l := range d.lanes {
 		if id.webhookID != webhookID {
 			continue

@@ -191,7 +191,7 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 	if hooks != nil && hooks.pendingLimit > 0 {
 		limit = hooks.pendingLimit
 	}
-	o.disp = newDispatcher(limit)
+	o.disp = newDispatcher(limit, delivery.Workers)
 	o.space = newSpaceGuard(storage.Dir, o.log)
 	if hooks != nil && hooks.freeBytes != nil {
 		o.space.free = hooks.freeBytes
