@@ -11,8 +11,10 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/elazarl/goproxy"
+	"golang.org/x/net/http/httpguts"
 )
 
 // rewrite turns r, in place, into the request the upstream gets; goproxy
@@ -43,6 +45,16 @@ func (p *Proxy) rewrite(r *http.Request) (upgrade bool) {
 	r.Close = false
 
 	upgrade = cleanRequestHeader(r.Header)
+	// The server takes the names the Trailer header announces as they are,
+	// but the transport refuses a request announcing one that is not a
+	// field name, and that is the client's mistake, not the upstream's. The
+	// map stays even when emptied: the server fills it with the trailers
+	// that arrive, and the outgoing request may be a copy sharing it.
+	for k := range r.Trailer {
+		if !httpguts.ValidHeaderFieldName(k) {
+			delete(r.Trailer, k)
+		}
+	}
 	addForwarded(r.Header, r.RemoteAddr, forwardedHost, r.TLS != nil)
 	if _, ok := r.Header["User-Agent"]; !ok {
 		// Without this the transport would send its own User-Agent.
@@ -144,7 +156,9 @@ func removeConnectionListed(h http.Header) {
 			case strings.EqualFold(tok, "upgrade"):
 				delete(h, "Upgrade")
 			default:
-				if validHeaderName(tok) {
+				// A listed name that cannot be a header is ignored
+				// rather than canonicalized.
+				if httpguts.ValidHeaderFieldName(tok) {
 					delete(h, textproto.CanonicalMIMEHeaderKey(tok))
 				}
 			}
@@ -180,24 +194,6 @@ func headerHasToken(values []string, token string) bool {
 
 func isWebSocketUpgrade(h http.Header) bool {
 	return headerHasToken(h["Connection"], "upgrade") && headerHasToken(h["Upgrade"], "websocket")
-}
-
-// validHeaderName reports whether s is an RFC 9110 token, so that a listed
-// name that cannot be a header is ignored rather than canonicalized.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // addForwarded appends the client's address to X-Forwarded-For and sets
@@ -236,15 +232,15 @@ func addForwarded(h http.Header, remoteAddr, host string, tls bool) {
 type tapKey struct{}
 
 // roundTrip is goproxy's RoundTripper for every request. It sends the
-// request with the proxy's transport, turns transport errors into 502/504
-// answers, drops hop-by-hop response headers, and hands tapped exchanges to
-// their tap. Replacing the body here, rather than in an OnResponse handler,
-// keeps goproxy from dropping Content-Length.
+// request with the proxy's transport, turns transport errors into answers
+// (roundTripFailed), drops hop-by-hop response headers, and hands tapped
+// exchanges to their tap. Replacing the body here, rather than in an
+// OnResponse handler, keeps goproxy from dropping Content-Length.
 func (p *Proxy) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 	t, _ := req.Context().Value(tapKey{}).(*tap)
 	resp, err := p.transport.RoundTrip(req)
 	if err != nil {
-		return p.upstreamFailed(req, err), nil
+		return p.roundTripFailed(req, err), nil
 	}
 	switching := resp.StatusCode == http.StatusSwitchingProtocols
 	cleanResponseHeader(resp.Header, switching)
@@ -254,13 +250,24 @@ func (p *Proxy) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Respons
 	return resp, nil
 }
 
-// upstreamFailed answers a request the upstream did not answer: 504 when it
-// timed out, 502 otherwise. A request the client abandoned is not the
-// upstream's fault; it gets 499 (nginx's "client closed request", which no
-// one reads) so that metrics do not show it as an upstream failure.
-func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
+// roundTripFailed answers a request the transport could not get answered,
+// blaming whoever broke it. A request the client abandoned gets 499
+// (nginx's "client closed request", which no one reads), and one whose body
+// could not be read from the client (broken chunked framing) gets 400:
+// neither is the upstream's fault, so neither counts as an upstream error,
+// which alerts watch. Otherwise the upstream did not answer: 504 when it
+// timed out, 502 when it could not be reached.
+func (p *Proxy) roundTripFailed(req *http.Request, err error) *http.Response {
 	if req.Context().Err() != nil {
 		return jsonResponse(req, statusClientClosed, bodyClientClosed)
+	}
+	// The transport's error for a body it could not read looks like any
+	// broken connection, hence the body's own record.
+	if rb, ok := req.Body.(readErrBody); ok {
+		if berr := rb.readErr(); berr != nil {
+			p.debugFailure(req, http.StatusBadRequest, "request body unreadable", berr)
+			return jsonResponse(req, http.StatusBadRequest, bodyBadRequest)
+		}
 	}
 	p.m.upstreamErrors.Inc()
 	code, body := http.StatusBadGateway, bodyBadGateway
@@ -268,12 +275,54 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		code, body = http.StatusGatewayTimeout, bodyGatewayTimeout
 	}
+	p.debugFailure(req, code, "upstream failed", err)
+	return jsonResponse(req, code, body)
+}
+
+// debugFailure logs, at Debug as per-request logs are, why the proxy
+// answered req itself.
+func (p *Proxy) debugFailure(req *http.Request, code int, msg string, err error) {
 	if p.logger.Enabled(req.Context(), slog.LevelDebug) {
-		p.logger.LogAttrs(req.Context(), slog.LevelDebug, "upstream failed",
+		p.logger.LogAttrs(req.Context(), slog.LevelDebug, msg,
 			slog.String("method", req.Method), slog.String("path", req.URL.Path),
 			slog.Int("status", code), slog.String("error", err.Error()))
 	}
-	return jsonResponse(req, code, body)
+}
+
+// readErrBody is a request body that remembers why reading it from the
+// client failed: clientBody, or the tap's captureReader, which embeds one.
+type readErrBody interface {
+	readErr() error
+}
+
+// clientBody is the body of a request on its way to the upstream; it
+// remembers the first read error other than EOF. The transport reads it
+// from its own goroutine, which may still be reading after RoundTrip has
+// returned, hence the lock.
+type clientBody struct {
+	rc  io.ReadCloser
+	mu  sync.Mutex
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+func (b *clientBody) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 const statusClientClosed = 499
@@ -284,6 +333,7 @@ var (
 	bodyBadGateway     = []byte(`{"error":"upstream unreachable","reason":"connection failed"}`)
 	bodyGatewayTimeout = []byte(`{"error":"upstream unreachable","reason":"timeout"}`)
 	bodyClientClosed   = []byte(`{"error":"client closed request"}`)
+	bodyBadRequest     = []byte(`{"error":"bad request","reason":"request body"}`)
 	bodyRejected       = []byte(`{"error":"events could not be recorded","reason":"outbox error"}`)
 	bodyConnect        = []byte(`{"error":"method not allowed","reason":"the proxy does not open tunnels"}`)
 )

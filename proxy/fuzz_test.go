@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // FuzzRequestHeader checks the hop-by-hop cleanup on arbitrary Connection,
@@ -31,7 +33,7 @@ func FuzzRequestHeader(f *testing.F) {
 		h["Keep-Alive"] = []string{"timeout=5"}
 		h["Proxy-Authorization"] = []string{"Basic x"}
 		h["X-Keep"] = []string{"1"}
-		if validHeaderName(name) {
+		if httpguts.ValidHeaderFieldName(name) {
 			h[http.CanonicalHeaderKey(name)] = []string{"v"}
 		}
 		wantWS := isWebSocketUpgrade(h)
@@ -40,7 +42,7 @@ func FuzzRequestHeader(f *testing.F) {
 			for v != "" {
 				var tok string
 				tok, v = nextToken(v)
-				if validHeaderName(tok) {
+				if httpguts.ValidHeaderFieldName(tok) {
 					listed[http.CanonicalHeaderKey(tok)] = true
 				}
 			}

@@ -496,13 +496,14 @@ type echoed struct {
 	Header  http.Header `json:"header"`
 	BodyLen int         `json:"body_len"`
 	BodySHA string      `json:"body_sha"`
+	Trailer http.Header `json:"trailer,omitempty"`
 }
 
 func (u *upstream) echo(w http.ResponseWriter, r *http.Request) {
 	h := sha256.New()
 	n, _ := io.Copy(h, r.Body)
 	b, _ := json.Marshal(echoed{Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header,
-		BodyLen: int(n), BodySHA: hex.EncodeToString(h.Sum(nil))})
+		BodyLen: int(n), BodySHA: hex.EncodeToString(h.Sum(nil)), Trailer: r.Trailer})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Upstream", "1")
 	_, _ = w.Write(b)

@@ -338,7 +338,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if t != nil {
 		p.forwardTapped(rw, r, t)
 	} else {
-		p.gp.ServeHTTP(rw, r)
+		p.forward(rw, r)
 	}
 	if rw.hijacked != nil {
 		p.endUpgrade(rw.hijacked)
@@ -353,6 +353,28 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		rw.Flush()
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// forward forwards an untapped request. One with a body goes out as a
+// shallow copy whose body remembers why reading it failed (clientBody), so
+// that roundTrip can tell a client's broken body from a broken upstream;
+// the server's own Request stays untouched, as in forwardTapped. A request
+// without a body, most of them, costs nothing more.
+func (p *Proxy) forward(rw *responseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		p.gp.ServeHTTP(rw, r)
+		return
+	}
+	out := &bodyRequest{req: *r, body: clientBody{rc: r.Body}}
+	out.req.Body = &out.body
+	p.gp.ServeHTTP(rw, &out.req)
+}
+
+// bodyRequest puts an outgoing request and its body wrapper in one
+// allocation.
+type bodyRequest struct {
+	req  http.Request
+	body clientBody
 }
 
 // forwardTapped forwards r with t attached, so that roundTrip captures the

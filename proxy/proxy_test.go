@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -445,6 +446,89 @@ func TestUpstreamFailures(t *testing.T) {
 				defer resp.Body.Close()
 				if _, err := io.ReadAll(resp.Body); err == nil {
 					t.Fatal("the client read a complete body although the upstream broke off")
+				}
+			})
+		}
+	}
+}
+
+// TestBadRequests sends raw requests whose body the client broke. The proxy
+// answers them with 400 itself, or forwards them once their announced
+// trailers are fixed up; a client that hangs up mid-upload is recorded as
+// 499. None of them counts as an upstream error, and the proxy goes on
+// serving.
+func TestBadRequests(t *testing.T) {
+	const head = "POST /echo/x HTTP/1.1\r\nHost: x\r\n"
+	const chunked = "Transfer-Encoding: chunked\r\n\r\n"
+	cases := []struct {
+		name, raw string
+		hangUp    bool   // the client closes the connection after raw
+		status    int    // what the client gets, or the code recorded for a hang-up
+		body      string // the exact body; "" for the upstream's echo
+		trailer   http.Header
+	}{
+		{name: "garbage chunk size", raw: head + chunked + "zz\r\nabc\r\n0\r\n\r\n",
+			status: http.StatusBadRequest, body: string(bodyBadRequest)},
+		{name: "chunk longer than its size", raw: head + chunked + "2\r\n{\"id\":1}\r\n0\r\n\r\n",
+			status: http.StatusBadRequest, body: string(bodyBadRequest)},
+		{name: "bad chunk after a good one", raw: head + chunked + "3\r\nabc\r\nqq\r\nabc\r\n0\r\n\r\n",
+			status: http.StatusBadRequest, body: string(bodyBadRequest)},
+		{name: "trailer announced with a space", raw: head + "Trailer: X-T Y, X-Ok\r\n" + chunked + "2\r\n{}\r\n0\r\nX-Ok: 1\r\n\r\n",
+			status: http.StatusOK, trailer: http.Header{"X-Ok": {"1"}}},
+		{name: "body cut short, then gone", raw: head + "Content-Length: 100\r\n\r\n{\"id\":",
+			hangUp: true, status: statusClientClosed},
+		{name: "chunked body cut short, then gone", raw: head + chunked + "10\r\nabc",
+			hangUp: true, status: statusClientClosed},
+	}
+	for _, mode := range modes {
+		for _, c := range cases {
+			t.Run(mode.name+"/"+c.name, func(t *testing.T) {
+				e := newEnv(t, mode.rules(), nil)
+				addr := hostOf(e.proxyURL)
+				requests := func() float64 {
+					return e.metric("eventtap_proxy_requests_total", map[string]string{"method": "POST",
+						"route": routeLabel(mode.name, "/{any}"), "code": strconv.Itoa(c.status)})
+				}
+				if c.hangUp {
+					conn, err := net.Dial("tcp", addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := io.WriteString(conn, c.raw); err != nil {
+						t.Fatal(err)
+					}
+					_ = conn.Close()
+					waitFor(t, fmt.Sprintf("a request recorded as %d", c.status), func() bool { return requests() == 1 })
+				} else {
+					resp, b := rawExchange(t, addr, c.raw)
+					if resp.StatusCode != c.status {
+						t.Fatalf("status %d, want %d; body %s", resp.StatusCode, c.status, b)
+					}
+					if c.body != "" {
+						if string(b) != c.body || resp.Header.Get("Content-Type") != "application/json" {
+							t.Errorf("body %q (%s), want %q", b, resp.Header.Get("Content-Type"), c.body)
+						}
+					} else {
+						var got echoed
+						if err := json.Unmarshal(b, &got); err != nil {
+							t.Fatalf("echo %s: %v", b, err)
+						}
+						if got.BodyLen != 2 || !reflect.DeepEqual(got.Trailer, c.trailer) {
+							t.Errorf("the upstream got %d bytes and trailers %v, want 2 and %v", got.BodyLen, got.Trailer, c.trailer)
+						}
+					}
+					if v := requests(); v != 1 {
+						t.Errorf("requests{code=%d} = %v, want 1", c.status, v)
+					}
+				}
+				if v := e.metric("eventtap_proxy_upstream_errors_total", nil); v != 0 {
+					t.Errorf("upstream errors = %v, want 0: the client's fault counted against the upstream", v)
+				}
+				// A well-formed request on a new connection is served.
+				resp, b := e.do(e.proxyURL, "POST", "/echo/next", nil, strings.NewReader("hello"))
+				var got echoed
+				if err := json.Unmarshal(b, &got); resp.StatusCode != http.StatusOK || err != nil || got.BodyLen != 5 {
+					t.Errorf("next request: %d %s", resp.StatusCode, b)
 				}
 			})
 		}

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -409,20 +408,20 @@ func (b *teeBody) Close() error {
 }
 
 // captureReader passes a request body to the upstream while keeping its
-// first limit bytes. The transport reads and closes it from its own goroutine,
-// possibly after the response has arrived, hence the mutex.
+// first limit bytes. Its clientBody remembers a read error, as for untapped
+// requests, and its lock also guards the capture: the transport reads and
+// closes the body from its own goroutine, possibly after the response has
+// arrived.
 type captureReader struct {
-	rc        io.ReadCloser
+	clientBody
 	limit     int64
-	mu        sync.Mutex
 	buf       []byte
 	truncated bool
 	eof       bool
-	failed    bool
 }
 
 func newCaptureReader(rc io.ReadCloser, length, limit int64) *captureReader {
-	c := &captureReader{rc: rc, limit: limit}
+	c := &captureReader{clientBody: clientBody{rc: rc}, limit: limit}
 	if length > 0 {
 		c.buf = make([]byte, 0, min(length, limit))
 	}
@@ -445,14 +444,12 @@ func (c *captureReader) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		c.eof = true
-	case err != nil:
-		c.failed = true
+	case err != nil && c.err == nil:
+		c.err = err
 	}
 	c.mu.Unlock()
 	return n, err
 }
-
-func (c *captureReader) Close() error { return c.rc.Close() }
 
 // snapshot returns the captured body and whether it is incomplete. A body
 // still being read (the upstream answered before it had all of it) is
@@ -460,7 +457,7 @@ func (c *captureReader) Close() error { return c.rc.Close() }
 func (c *captureReader) snapshot() ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.eof && !c.truncated && !c.failed {
+	if c.eof && !c.truncated && c.err == nil {
 		return c.buf, false
 	}
 	return bytes.Clone(c.buf), true
