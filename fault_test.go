@@ -601,9 +601,13 @@ func seqOf(t testing.TB, d delivery) int {
 
 // ---- raw upstreams
 
-// rawServer is an upstream that answers with raw bytes: for each connection
-// it reads one request, writes answer(request) verbatim and closes the
-// connection. With a nil answer it accepts connections and never says
+// rawServer is an upstream that answers with raw bytes: it reads a request,
+// writes answer(request) verbatim, and goes on reading requests on the same
+// connection only while the answers are complete keep-alive HTTP messages;
+// after anything else it closes the connection. (An upstream that closed a
+// connection after an answer the client may take as keep-alive would make
+// the client's next request on it fail at random, as with any real server
+// that does so.) With a nil answer it accepts connections and never says
 // anything.
 type rawServer struct {
 	ln     net.Listener
@@ -653,19 +657,43 @@ func (r *rawServer) accept() {
 				<-r.stop
 				return
 			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			req, err := http.ReadRequest(bufio.NewReader(c))
-			if err != nil {
-				return
+			br := bufio.NewReader(c)
+			for {
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				body, err := io.ReadAll(req.Body)
+				if err != nil {
+					return
+				}
+				req.Body = io.NopCloser(bytes.NewReader(body))
+				answer := r.answer(req)
+				if _, err := c.Write(answer); err != nil || !keepAlive(answer, req) {
+					return
+				}
 			}
-			body, err := io.ReadAll(req.Body)
-			if err != nil {
-				return
-			}
-			req.Body = io.NopCloser(bytes.NewReader(body))
-			_, _ = c.Write(r.answer(req))
 		}()
 	}
+}
+
+// keepAlive reports whether answer is one complete HTTP response after
+// which a client may send its next request on the same connection.
+func keepAlive(answer []byte, req *http.Request) bool {
+	rd := bytes.NewReader(answer)
+	br := bufio.NewReader(rd)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return false
+	}
+	// Bytes after the message (a body longer than its Content-Length)
+	// would be read as the next answer.
+	return !resp.Close && br.Buffered() == 0 && rd.Len() == 0
 }
 
 // close stops listening, drops every connection and waits for them.
