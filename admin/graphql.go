@@ -296,7 +296,7 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 	}
 	out := &gqlResponse{Errors: convertErrors(res.Errors, code)}
 	if executed {
-		data, err := json.Marshal(res.Data)
+		data, err := orderedJSON(doc, req.OperationName, res.Data)
 		if err != nil {
 			s.logger.ErrorContext(ctx, "encoding graphql data", "err", err)
 			return requestError(http.StatusInternalServerError, codeInternal, "%s", internalError.msg)
@@ -313,25 +313,10 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 // operationType is the type of the operation that will run, or "" when
 // graphql-go will refuse to pick one (it then reports why).
 func operationType(doc *ast.Document, name string) string {
-	var found *ast.OperationDefinition
-	for _, def := range doc.Definitions {
-		op, ok := def.(*ast.OperationDefinition)
-		if !ok {
-			continue
-		}
-		if name == "" {
-			if found != nil {
-				return ""
-			}
-			found = op
-		} else if op.Name != nil && op.Name.Value == name {
-			found = op
-		}
+	if op := findOperation(doc, name); op != nil {
+		return op.Operation
 	}
-	if found == nil {
-		return ""
-	}
-	return found.Operation
+	return ""
 }
 
 // convertErrors turns graphql-go's errors into ours, giving every one a code:
