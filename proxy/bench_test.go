@@ -49,13 +49,13 @@ func BenchmarkPassThrough(b *testing.B) {
 			pr.SetURL(upURL)
 			pr.SetXForwarded()
 		},
-		Transport: newTransport(cfg),
+		Transport: NewTransport(cfg),
 	}
 	rpSrv := httptest.NewServer(rp)
 	defer rpSrv.Close()
 
 	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = newTransport(cfg)
+	gp.Tr = NewTransport(cfg)
 	gp.KeepAcceptEncoding = true
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.URL.Scheme, r.URL.Host = upURL.Scheme, upURL.Host

@@ -169,7 +169,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, r Rules, c 
 		m:            m,
 		upstream:     &url.URL{Scheme: u.Scheme, Host: u.Host},
 		upstreamAddr: hostPort(u),
-		transport:    newTransport(cfg),
+		transport:    NewTransport(cfg),
 		upgrades:     make(map[net.Conn]struct{}),
 		idPrefix:     strconv.FormatUint(rand.Uint64()&0xffffffff, 36) + "-",
 		panicLog:     logLimiter{interval: 10 * time.Second},
@@ -181,12 +181,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, r Rules, c 
 	return p, nil
 }
 
-// newTransport tunes a transport for a single, nearby upstream: many idle
-// connections (the default keeps two per host, which makes a busy proxy dial
-// for most requests), no environment proxy, no HTTP/2 (WebSocket upgrades
-// need HTTP/1.1) and no transparent decompression, so that the client's
-// Accept-Encoding decides and compressed bodies pass through byte for byte.
-func newTransport(cfg Config) *http.Transport {
+// NewTransport returns the transport a Proxy sends upstream with, tuned for
+// a single, nearby upstream: many idle connections (the default keeps two
+// per host, which makes a busy proxy dial for most requests), no environment
+// proxy, no HTTP/2 (WebSocket upgrades need HTTP/1.1) and no transparent
+// decompression, so that the client's Accept-Encoding decides and compressed
+// bodies pass through byte for byte. It is exported so that benchmarks give
+// bare proxies the very same transport.
+func NewTransport(cfg Config) *http.Transport {
 	dialer := &net.Dialer{Timeout: cfg.UpstreamTimeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 nil,

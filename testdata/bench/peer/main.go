@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+
+	"github.com/eventtap/eventtap/proxy"
 )
 
 func main() {
@@ -84,26 +86,10 @@ func serve(addr string, h http.Handler) error {
 	return srv.Shutdown(sctx)
 }
 
-// newTransport mirrors proxy.newTransport in eventtap (upstream_timeout at
-// its 30s default): the bare proxies must pool connections exactly as
-// eventtap does, or the comparison measures connection churn instead of the
-// proxies. Keep the two in step.
-func newTransport() *http.Transport {
-	const upstreamTimeout = 30 * time.Second
-	dialer := &net.Dialer{Timeout: upstreamTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     false,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: upstreamTimeout,
-		DisableCompression:    true,
-	}
-}
+// newTransport is eventtap's own upstream transport (upstream_timeout at
+// its default): the bare proxies must pool connections exactly as eventtap
+// does, or the comparison measures connection churn instead of the proxies.
+func newTransport() *http.Transport { return proxy.NewTransport(proxy.DefaultConfig()) }
 
 // newGoproxy is goproxy used as a reverse proxy in the plainest way: origin-
 // form requests reach NonproxyHandler, which points them at the upstream and
