@@ -44,10 +44,10 @@ func (o *Outbox) TestWebhook(ctx context.Context, id string) (Log, error) {
 		entry.Error = res.err.Error()
 	}
 	err := o.use(context.WithoutCancel(ctx), func() error {
-		if err := o.space.check(); err != nil {
+		w, err := o.newTxnWriter()
+		if err != nil {
 			return err
 		}
-		w := newTxnWriter(o.db)
 		if err := o.writeLog(w, entry); err != nil {
 			w.discard()
 			return err
@@ -74,13 +74,13 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 		}
 		o.adminMu.Lock()
 		defer o.adminMu.Unlock()
-		if err := o.space.check(); err != nil {
+		w, err := o.newTxnWriter()
+		if err != nil {
 			return err
 		}
 		now := o.now().UTC()
 		var lanes []laneEntry
-		w := newTxnWriter(o.db)
-		err := o.db.View(func(txn *badger.Txn) error {
+		err = o.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
 			defer it.Close()
 			for seekLast(it, prefixEvent); it.ValidForPrefix(prefixEvent); it.Next() {
@@ -153,13 +153,13 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 	err := o.use(ctx, func() error {
 		o.adminMu.Lock()
 		defer o.adminMu.Unlock()
-		if err := o.space.check(); err != nil {
+		w, err := o.newTxnWriter()
+		if err != nil {
 			return err
 		}
 		now := o.now().UTC()
 		var lanes []laneEntry
-		w := newTxnWriter(o.db)
-		err := o.db.View(func(txn *badger.Txn) error {
+		err = o.db.View(func(txn *badger.Txn) error {
 			var rec eventRecord
 			if err := getRecord(txn, eventKey(seq), rec.unmarshal); errors.Is(err, badger.ErrKeyNotFound) || (err == nil && rec.ID != eventID) {
 				return fmt.Errorf("event %q: %w", eventID, ErrNotFound)

@@ -486,8 +486,13 @@ type txnWriter struct {
 	first   error
 }
 
-func newTxnWriter(db *badger.DB) *txnWriter {
-	return &txnWriter{db: db, txn: db.NewTransaction(true), errs: make(chan error, 64)}
+// newTxnWriter starts the writes of an admin call, or refuses them while
+// storage.dir is nearly full (see spaceGuard).
+func (o *Outbox) newTxnWriter() (*txnWriter, error) {
+	if err := o.space.check(); err != nil {
+		return nil, err
+	}
+	return &txnWriter{db: o.db, txn: o.db.NewTransaction(true), errs: make(chan error, 64)}, nil
 }
 
 func (w *txnWriter) set(e *badger.Entry) error {

@@ -226,10 +226,9 @@ func (o *Outbox) retryDelay(n int, retryAfter time.Duration) time.Duration {
 }
 
 func (o *Outbox) dropLaneKey(whID, subject string, seq uint64) {
-	if o.space.check() != nil {
-		return // a stale key; the next reload or restart meets it again
-	}
-	if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(laneKey(whID, subject, seq)) }); err != nil {
+	// Not removed on a full disk: a stale key, which the next reload or
+	// restart meets again.
+	if err := o.dbUpdate(func(txn *badger.Txn) error { return txn.Delete(laneKey(whID, subject, seq)) }); err != nil && !errors.Is(err, ErrNoSpace) {
 		o.log.Warn("removing a stale lane entry failed", "webhook", whID, "err", err)
 	}
 }

@@ -374,12 +374,16 @@ func (o *Outbox) view(ctx context.Context, fn func(txn *badger.Txn) error) error
 }
 
 func (o *Outbox) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
-	return o.use(ctx, func() error {
-		if err := o.space.check(); err != nil {
-			return err
-		}
-		return o.db.Update(fn)
-	})
+	return o.use(ctx, func() error { return o.dbUpdate(fn) })
+}
+
+// dbUpdate is db.Update for every write outside the committer and
+// newTxnWriter, refused while storage.dir is nearly full (see spaceGuard).
+func (o *Outbox) dbUpdate(fn func(txn *badger.Txn) error) error {
+	if err := o.space.check(); err != nil {
+		return err
+	}
+	return o.db.Update(fn)
 }
 
 // load reads what the running goroutines need: the sequence counters,

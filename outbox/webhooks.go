@@ -66,10 +66,7 @@ func (o *Outbox) rebuildLocked() {
 // putWebhookLocked persists r and updates the cache, the subscription index
 // and the paused set. whMu must be held exclusively.
 func (o *Outbox) putWebhookLocked(r *webhookRecord) error {
-	if err := o.space.check(); err != nil {
-		return err
-	}
-	if err := o.db.Update(func(txn *badger.Txn) error {
+	if err := o.dbUpdate(func(txn *badger.Txn) error {
 		return txn.Set(webhookKey(r.ID), r.marshal())
 	}); err != nil {
 		return err
@@ -333,11 +330,7 @@ func (o *Outbox) DeleteWebhook(ctx context.Context, id string) error {
 			o.whMu.Unlock()
 			return fmt.Errorf("webhook %q: %w", id, ErrNotFound)
 		}
-		if err := o.space.check(); err != nil {
-			o.whMu.Unlock()
-			return err
-		}
-		if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(webhookKey(id)) }); err != nil {
+		if err := o.dbUpdate(func(txn *badger.Txn) error { return txn.Delete(webhookKey(id)) }); err != nil {
 			o.whMu.Unlock()
 			return fmt.Errorf("outbox: deleting webhook: %w", err)
 		}
