@@ -16,7 +16,10 @@ import (
 
 // scrape reads the admin /metrics exposition like Prometheus does, lints it
 // with promlint, and returns every sample as `name{label="v",…}` → value
-// (labels sorted; counters and gauges only, plus histogram _count).
+// (labels sorted; counters and gauges only, plus histogram _count). A series
+// with a webhook label is also summed, over every webhook, under the key
+// without it: tests that do not care which webhook a delivery went to read
+// `eventtap_delivery_attempts_total{outcome="success",type="ORDER_CREATED"}`.
 func scrape(t testing.TB, adminURL string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(adminURL + "/metrics")
@@ -43,18 +46,34 @@ func scrape(t testing.TB, adminURL string) map[string]float64 {
 		t.Fatalf("exposition does not parse: %v", err)
 	}
 	out := map[string]float64{}
+	summed := map[string]float64{}
 	for name, mf := range families {
 		for _, m := range mf.GetMetric() {
-			key := name + labelString(m.GetLabel())
+			var v float64
 			switch {
 			case m.Counter != nil:
-				out[key] = m.GetCounter().GetValue()
+				v = m.GetCounter().GetValue()
 			case m.Gauge != nil:
-				out[key] = m.GetGauge().GetValue()
+				v = m.GetGauge().GetValue()
 			case m.Histogram != nil:
-				out[name+"_count"+labelString(m.GetLabel())] = float64(m.GetHistogram().GetSampleCount())
+				name, v = name+"_count", float64(m.GetHistogram().GetSampleCount())
+			default:
+				continue
+			}
+			out[name+labelString(m.GetLabel())] = v
+			var others []*dto.LabelPair
+			for _, l := range m.GetLabel() {
+				if l.GetName() != "webhook" {
+					others = append(others, l)
+				}
+			}
+			if len(others) < len(m.GetLabel()) {
+				summed[name+labelString(others)] += v
 			}
 		}
+	}
+	for k, v := range summed {
+		out[k] = v
 	}
 	return out
 }

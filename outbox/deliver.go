@@ -163,15 +163,8 @@ func (o *Outbox) recorded(r *recording, werr error) {
 		return
 	}
 
-	outcomeLabel := "failure"
-	if res.ok() {
-		outcomeLabel = "success"
-		o.metrics.lag.WithLabelValues(ev.Type).Observe(max(now.Sub(ev.ObservedAt), 0).Seconds())
-	}
-	o.metrics.attempts.WithLabelValues(ev.Type, outcomeLabel).Inc()
-	o.metrics.duration.WithLabelValues(ev.Type).Observe(res.duration.Seconds())
+	o.observeAttempt(whID, ev, res, rec.State == Failed, now)
 	if rec.State == Failed {
-		o.metrics.failed.WithLabelValues(ev.Type).Inc()
 		o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", r.errText)
 	} else {
 		o.log.Debug("delivery attempt", "webhook", whID, "event", ev.ID, "attempt", rec.Attempts, "status", res.status, "ok", res.ok())

@@ -69,6 +69,11 @@ type dispatcher struct {
 	overflow bool   // new items are being dropped until a reload completes
 	unloaded int    // pending items in the store but not in memory
 	dropGen  uint64 // counts drops, to detect drops racing a reload
+	// unloadedBy splits unloaded by webhook id, for eventtap_webhook_pending;
+	// dropsDuring counts, by webhook, the drops since the running reload
+	// began (nil when none runs), which that reload's scan may not see.
+	unloadedBy  map[string]int
+	dropsDuring map[string]int
 }
 
 // defaultPendingLimit bounds the in-memory index to roughly 10–20 MiB.
@@ -78,7 +83,7 @@ const defaultPendingLimit = 50_000
 // of which one webhook may use half.
 func newDispatcher(limit, workers int) *dispatcher {
 	return &dispatcher{lanes: map[laneID]*lane{}, paused: map[string]bool{}, wake: make(chan struct{}, 1), limit: limit,
-		perHook: max(1, workers/2), inFlight: map[string]int{}, parked: map[string][]*lane{}}
+		perHook: max(1, workers/2), inFlight: map[string]int{}, parked: map[string][]*lane{}, unloadedBy: map[string]int{}}
 }
 
 func (d *dispatcher) signal() {
@@ -147,6 +152,10 @@ func (d *dispatcher) add(webhookID, subject string, it pendingItem, reload bool)
 			d.overflow = true
 			d.unloaded++
 			d.dropGen++
+			d.unloadedBy[webhookID]++
+			if d.dropsDuring != nil {
+				d.dropsDuring[webhookID]++
+			}
 		}
 		return dropped
 	}
@@ -294,6 +303,7 @@ func (d *dispatcher) removeWebhook(webhookID string) {
 	defer d.mu.Unlock()
 	delete(d.paused, webhookID)
 	delete(d.parked, webhookID)
+	delete(d.unloadedBy, webhookID)
 	for id, l := range d.lanes {
 		if id.webhookID != webhookID {
 			continue
@@ -334,6 +344,35 @@ func (d *dispatcher) oldestPending(now time.Time) float64 {
 		return 0
 	}
 	return max(0, now.Sub(time.Unix(0, oldest)).Seconds())
+}
+
+// backlog is what eventtap_webhook_pending and
+// eventtap_webhook_oldest_pending_seconds report for each of ids: held plus
+// unloaded deliveries, and the age of the oldest held head (unloaded items
+// are newer than every held one).
+func (d *dispatcher) backlog(ids []string, now time.Time) []webhookBacklog {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	held := make(map[string]int, len(ids))
+	oldest := make(map[string]int64, len(ids))
+	for id, l := range d.lanes {
+		if len(l.items) == 0 {
+			continue
+		}
+		held[id.webhookID] += len(l.items)
+		if o := oldest[id.webhookID]; o == 0 || l.items[0].observed < o {
+			oldest[id.webhookID] = l.items[0].observed
+		}
+	}
+	out := make([]webhookBacklog, 0, len(ids))
+	for _, id := range ids {
+		b := webhookBacklog{id: id, pending: held[id] + d.unloadedBy[id]}
+		if o := oldest[id]; o != 0 {
+			b.oldest = max(0, now.Sub(time.Unix(0, o)).Seconds())
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // laneHeap orders lanes by their head's due time, then by sequence so that
@@ -452,8 +491,10 @@ func (o *Outbox) reloadPending() error {
 	d.mu.Lock()
 	gen := d.dropGen
 	d.overflow = true
+	d.dropsDuring = map[string]int{}
 	d.mu.Unlock()
 	notLoaded := 0
+	notLoadedBy := map[string]int{}
 	full := false
 	err := o.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixLane})
@@ -470,12 +511,14 @@ func (o *Outbox) reloadPending() error {
 				if full {
 					if !d.held(h.ID, e.subject, e.item.seq) {
 						notLoaded++
+						notLoadedBy[h.ID]++
 					}
 					continue
 				}
 				// Share the cached id string rather than one per lane.
 				if d.add(h.ID, e.subject, e.item, true) == dropped {
 					notLoaded++
+					notLoadedBy[h.ID]++
 					full = true
 				}
 			}
@@ -515,6 +558,10 @@ func (o *Outbox) reloadPending() error {
 	d.mu.Lock()
 	drops := int(d.dropGen - gen)
 	d.unloaded = notLoaded + drops
+	for id, n := range d.dropsDuring {
+		notLoadedBy[id] += n
+	}
+	d.unloadedBy, d.dropsDuring = notLoadedBy, nil
 	if err == nil && notLoaded == 0 && drops == 0 {
 		d.overflow = false
 	}

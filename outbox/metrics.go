@@ -3,13 +3,16 @@ package outbox
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the outbox's Prometheus collectors (names and labels are fixed
-// by SPEC §6). Labels are only event types, outcomes and statuses: never ids,
-// URLs or subjects, whose cardinality is unbounded.
+// by SPEC §6). Labels are event types, outcomes, statuses and webhook ids:
+// never URLs, subjects or event ids, whose cardinality is unbounded. A
+// webhook id is bounded by the number of webhooks, and its series are
+// removed when the webhook is deleted (see initWebhook and forgetWebhook).
 type metrics struct {
 	events         *prometheus.CounterVec
 	commitDuration prometheus.Histogram
@@ -20,10 +23,11 @@ type metrics struct {
 	webhooks       *prometheus.GaugeVec
 }
 
-// newMetrics registers the outbox's metrics. Counters for every event type
-// and outcome start at 0, so that rates and alerts work from the first
-// scrape instead of from the first failure.
-func newMetrics(reg prometheus.Registerer, eventTypes []string, pending, oldest func() float64) (*metrics, error) {
+// newMetrics registers the outbox's metrics. The per-webhook counters of a
+// webhook start at 0 when it is loaded or created (initWebhook), so that
+// rates and alerts work from the first scrape instead of from the first
+// failure. perWebhook reports every webhook's backlog at scrape time.
+func newMetrics(reg prometheus.Registerer, pending, oldest func() float64, perWebhook func() []webhookBacklog) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventtap_events_total",
@@ -36,13 +40,13 @@ func newMetrics(reg prometheus.Registerer, eventTypes []string, pending, oldest 
 		}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventtap_delivery_attempts_total",
-			Help: "Webhook delivery attempts, by event type and outcome (success or failure).",
-		}, []string{"type", "outcome"}),
+			Help: "Webhook delivery attempts, by event type, webhook id and outcome (success or failure).",
+		}, []string{"type", "webhook", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "eventtap_delivery_duration_seconds",
-			Help:    "Duration of one webhook delivery attempt.",
+			Help:    "Duration of one webhook delivery attempt, by event type and webhook id.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"type"}),
+		}, []string{"type", "webhook"}),
 		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "eventtap_delivery_lag_seconds",
 			Help: "Time from an event being observed to its successful delivery.",
@@ -51,8 +55,8 @@ func newMetrics(reg prometheus.Registerer, eventTypes []string, pending, oldest 
 		}, []string{"type"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventtap_deliveries_failed_total",
-			Help: "Deliveries given up after the retry schedule was exhausted.",
-		}, []string{"type"}),
+			Help: "Deliveries given up after the retry schedule was exhausted, by event type and webhook id.",
+		}, []string{"type", "webhook"}),
 		webhooks: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eventtap_webhooks",
 			Help: "Webhooks by status.",
@@ -67,11 +71,7 @@ func newMetrics(reg prometheus.Registerer, eventTypes []string, pending, oldest 
 			Name: "eventtap_outbox_oldest_pending_seconds",
 			Help: "Age of the oldest pending delivery's event, 0 when nothing is pending.",
 		}, oldest),
-	}
-	for _, t := range eventTypes {
-		m.attempts.WithLabelValues(t, "success")
-		m.attempts.WithLabelValues(t, "failure")
-		m.failed.WithLabelValues(t)
+		webhookBacklogCollector(perWebhook),
 	}
 	m.webhooks.WithLabelValues(string(Enabled))
 	m.webhooks.WithLabelValues(string(Disabled))
@@ -85,4 +85,95 @@ func newMetrics(reg prometheus.Registerer, eventTypes []string, pending, oldest 
 		return nil, fmt.Errorf("outbox: registering metrics: %w", err)
 	}
 	return m, nil
+}
+
+// initWebhook creates a webhook's delivery series at 0 for the event type
+// it subscribes to (again after a type change: the old type's series keep
+// their counts until the webhook is deleted).
+func (m *metrics) initWebhook(id, eventType string) {
+	m.attempts.WithLabelValues(eventType, id, "success")
+	m.attempts.WithLabelValues(eventType, id, "failure")
+	m.failed.WithLabelValues(eventType, id)
+	m.duration.WithLabelValues(eventType, id)
+}
+
+// forgetWebhook removes every series of a deleted webhook, so that ids of
+// deleted webhooks do not accumulate in the exposition.
+func (m *metrics) forgetWebhook(id string) {
+	l := prometheus.Labels{"webhook": id}
+	m.attempts.DeletePartialMatch(l)
+	m.failed.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+}
+
+// webhookBacklog is one webhook's pending deliveries at scrape time.
+type webhookBacklog struct {
+	id      string
+	pending int     // deliveries not yet succeeded or failed
+	oldest  float64 // age in seconds of the oldest one's event, 0 when none
+}
+
+// backlogCollector reports eventtap_webhook_pending and
+// eventtap_webhook_oldest_pending_seconds from the dispatcher's state at
+// scrape time: for exactly the webhooks that exist, so a created webhook
+// shows 0 at once and a deleted one disappears with no bookkeeping.
+type backlogCollector struct {
+	pending, oldest *prometheus.Desc
+	read            func() []webhookBacklog
+}
+
+func webhookBacklogCollector(read func() []webhookBacklog) prometheus.Collector {
+	return &backlogCollector{
+		pending: prometheus.NewDesc("eventtap_webhook_pending",
+			"Deliveries of the webhook not yet succeeded or failed (including those paused while it is DISABLED).",
+			[]string{"webhook"}, nil),
+		oldest: prometheus.NewDesc("eventtap_webhook_oldest_pending_seconds",
+			"Age of the event of the webhook's oldest pending delivery, 0 when nothing is pending.",
+			[]string{"webhook"}, nil),
+		read: read,
+	}
+}
+
+func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.oldest
+}
+
+func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, b := range c.read() {
+		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(b.pending), b.id)
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, b.oldest, b.id)
+	}
+}
+
+// webhookBacklogs reads every existing webhook's backlog, for the scrape.
+func (o *Outbox) webhookBacklogs() []webhookBacklog {
+	o.whMu.RLock()
+	ids := make([]string, 0, len(o.hooks))
+	for id := range o.hooks {
+		ids = append(ids, id)
+	}
+	o.whMu.RUnlock()
+	return o.disp.backlog(ids, o.now())
+}
+
+// observeAttempt counts a recorded attempt. It holds whMu shared so that a
+// webhook deleted meanwhile (DeleteWebhook forgets its series under the
+// exclusive lock) does not get its series back from a late attempt.
+func (o *Outbox) observeAttempt(whID string, ev *eventRecord, res *sendResult, failed bool, now time.Time) {
+	outcome := "failure"
+	if res.ok() {
+		outcome = "success"
+		o.metrics.lag.WithLabelValues(ev.Type).Observe(max(now.Sub(ev.ObservedAt), 0).Seconds())
+	}
+	o.whMu.RLock()
+	defer o.whMu.RUnlock()
+	if o.hooks[whID] == nil {
+		return
+	}
+	o.metrics.attempts.WithLabelValues(ev.Type, whID, outcome).Inc()
+	o.metrics.duration.WithLabelValues(ev.Type, whID).Observe(res.duration.Seconds())
+	if failed {
+		o.metrics.failed.WithLabelValues(ev.Type, whID).Inc()
+	}
 }

@@ -196,7 +196,7 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 	if hooks != nil && hooks.freeBytes != nil {
 		o.space.free = hooks.freeBytes
 	}
-	if o.metrics, err = newMetrics(reg, eventTypes, o.disp.pendingCount, func() float64 { return o.disp.oldestPending(o.now()) }); err != nil {
+	if o.metrics, err = newMetrics(reg, o.disp.pendingCount, func() float64 { return o.disp.oldestPending(o.now()) }, o.webhookBacklogs); err != nil {
 		return nil, err
 	}
 	var dial func(ctx context.Context, network, addr string) (string, error)

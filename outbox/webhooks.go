@@ -47,6 +47,9 @@ func (o *Outbox) rebuildLocked() {
 	subs := map[string][]string{}
 	counts := map[WebhookStatus]int{Enabled: 0, Disabled: 0}
 	for id, h := range o.hooks {
+		if o.metrics != nil {
+			o.metrics.initWebhook(id, h.Type)
+		}
 		counts[h.Status]++
 		if h.Status == Enabled {
 			subs[h.Type] = append(subs[h.Type], id)
@@ -339,6 +342,7 @@ func (o *Outbox) DeleteWebhook(ctx context.Context, id string) error {
 		delete(o.hooks, id)
 		o.rebuildLocked()
 		o.disp.removeWebhook(id)
+		o.metrics.forgetWebhook(id)
 		o.whMu.Unlock()
 
 		o.adminMu.Lock()
