@@ -77,7 +77,7 @@ type Server struct {
 	ready     map[string]Check
 	hasToken  bool
 	tokenHash [sha256.Size]byte
-	explorer  explorerPage
+	explorer  *explorer
 	handler   http.Handler
 }
 
@@ -100,7 +100,7 @@ func New(cfg Config, logger *slog.Logger, g prometheus.Gatherer, store Store, ev
 	if err != nil {
 		return nil, err
 	}
-	explorer, err := newExplorerPage()
+	explorer, err := newExplorer(cfg.Token != "")
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +121,7 @@ func New(cfg Config, logger *slog.Logger, g prometheus.Gatherer, store Store, ev
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /graphql", s.serveGraphQLPost)
 	mux.HandleFunc("GET /graphql", s.serveGraphQLGet)
+	mux.HandleFunc("GET "+explorerPrefix, s.explorer.serveAsset)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog:          slogPrintln{logger},
 		ErrorHandling:     promhttp.ContinueOnError,

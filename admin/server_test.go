@@ -241,19 +241,10 @@ func TestGET(t *testing.T) {
 	browser := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 	r := e.send(http.MethodGet, "/graphql", nil, header{"Accept", browser})
 	page := string(r.raw)
-	if r.status != http.StatusOK || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") ||
-		!strings.Contains(page, `id="query"`) || !strings.Contains(page, `id="variables"`) || !strings.Contains(page, `id="token"`) ||
-		!strings.Contains(page, "sessionStorage") || !strings.Contains(page, "__schema") {
+	if r.status != http.StatusOK || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || !strings.Contains(page, `id="graphiql"`) {
 		t.Fatalf("explorer: HTTP %d %s", r.status, r.header)
 	}
-	if strings.Contains(page, "http://") || strings.Contains(page, "https://") || strings.Contains(page, "src=") {
-		t.Error("the explorer loads something from elsewhere")
-	}
-	csp := r.header.Get("Content-Security-Policy")
-	script, _ := inlineBlock([]byte(page), "script")
-	if !strings.Contains(csp, hashSource(script)) || !strings.Contains(csp, "default-src 'none'") {
-		t.Errorf("CSP %q does not allow exactly the page's script", csp)
-	}
+	checkExplorerPage(t, e, page, r.header) // explorer_test.go
 	// Also with a query in the URL (a shared link).
 	r = e.send(http.MethodGet, "/graphql?query="+url.QueryEscape(smallQuery), nil, header{"Accept", browser})
 	if !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
@@ -446,34 +437,6 @@ func TestAcceptParsing(t *testing.T) {
 		}
 		if got := a.wantsHTML(); got != tc.html {
 			t.Errorf("%q: wantsHTML = %v", tc.accept, got)
-		}
-	}
-}
-
-// TestExplorerIntrospection runs the explorer's own introspection query,
-// taken from the page, against the server: it must pass the limits.
-func TestExplorerIntrospection(t *testing.T) {
-	e := newEnv(t)
-	page := string(explorerHTML)
-	_, rest, _ := strings.Cut(page, "const typeRef = \"")
-	typeRef, _, _ := strings.Cut(rest, "\";")
-	_, rest, _ = strings.Cut(page, "const introspection = `")
-	query, _, ok := strings.Cut(rest, "`;")
-	if !ok || typeRef == "" {
-		t.Fatal("cannot find the explorer's introspection query")
-	}
-	query = strings.ReplaceAll(query, "${typeRef}", typeRef)
-	r := e.gql(query, nil)
-	if n := len(asSlice(r.get("__schema.types"))); n < 20 {
-		t.Errorf("%d types", n)
-	}
-	for _, ty := range list(r.get("__schema.types")) {
-		if ty["name"] == "WebhookCreateInput" {
-			for _, f := range list(ty["inputFields"]) {
-				if f["name"] == "status" && f["defaultValue"] != "ENABLED" {
-					t.Errorf("status default = %v", f["defaultValue"])
-				}
-			}
 		}
 	}
 }
