@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
@@ -50,17 +52,18 @@ func scrape(t testing.TB, adminURL string) map[string]float64 {
 	for name, mf := range families {
 		for _, m := range mf.GetMetric() {
 			var v float64
+			sample := name
 			switch {
 			case m.Counter != nil:
 				v = m.GetCounter().GetValue()
 			case m.Gauge != nil:
 				v = m.GetGauge().GetValue()
 			case m.Histogram != nil:
-				name, v = name+"_count", float64(m.GetHistogram().GetSampleCount())
+				sample, v = name+"_count", float64(m.GetHistogram().GetSampleCount())
 			default:
 				continue
 			}
-			out[name+labelString(m.GetLabel())] = v
+			out[sample+labelString(m.GetLabel())] = v
 			var others []*dto.LabelPair
 			for _, l := range m.GetLabel() {
 				if l.GetName() != "webhook" {
@@ -68,7 +71,7 @@ func scrape(t testing.TB, adminURL string) map[string]float64 {
 				}
 			}
 			if len(others) < len(m.GetLabel()) {
-				summed[name+labelString(others)] += v
+				summed[sample+labelString(others)] += v
 			}
 		}
 	}
@@ -88,4 +91,83 @@ func labelString(labels []*dto.LabelPair) string {
 	}
 	sort.Strings(parts)
 	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// TestMetricsPerWebhook runs the real sidecar with two webhooks on the same
+// event type: /metrics labels delivery metrics with each webhook's id (not
+// its URL), and a deleted webhook's series go.
+func TestMetricsPerWebhook(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"id": 7, "status": "OPEN"}`)
+	}))
+	defer upstream.Close()
+	sc := startSidecar(t, upstream.URL, `rules:
+  - name: order-created
+    event: ORDER_CREATED
+    when: {method: POST, path: /orders, status: 201}
+    subject: response.body.id
+`, "")
+	rc1, rc2 := newHookReceiver(t), newHookReceiver(t)
+	id1 := rc1.register(t, sc.adminURL, "ORDER_CREATED")
+	id2 := rc2.register(t, sc.adminURL, "ORDER_CREATED")
+	do(t, http.MethodPost, sc.proxyURL+"/orders", `{}`)
+	rc1.waitFor(t, "ORDER_CREATED", 1)
+	rc2.waitFor(t, "ORDER_CREATED", 1)
+
+	key := func(id string) string {
+		return `eventtap_delivery_attempts_total{outcome="success",type="ORDER_CREATED",webhook="` + id + `"}`
+	}
+	var m map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		m = scrape(t, sc.adminURL)
+		if m[key(id1)] == 1 && m[key(id2)] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want one success for each of %s and %s; /metrics has %v", id1, id2, pick(m, "eventtap_delivery_attempts_total"))
+		}
+	}
+	for _, id := range []string{id1, id2} {
+		for _, k := range []string{
+			`eventtap_delivery_attempts_total{outcome="failure",type="ORDER_CREATED",webhook="` + id + `"}`,
+			`eventtap_deliveries_failed_total{type="ORDER_CREATED",webhook="` + id + `"}`,
+			`eventtap_webhook_pending{webhook="` + id + `"}`,
+		} {
+			if v, ok := m[k]; !ok || v != 0 {
+				t.Errorf("%s = %v (present %v), want 0", k, v, ok)
+			}
+		}
+		if m[`eventtap_delivery_duration_seconds_count{type="ORDER_CREATED",webhook="`+id+`"}`] != 1 {
+			t.Errorf("no duration observed for %s: %v", id, pick(m, "eventtap_delivery_duration_seconds"))
+		}
+	}
+	for k := range m {
+		if strings.Contains(k, "127.0.0.1") || strings.Contains(k, "://") {
+			t.Errorf("a URL as label value: %s", k)
+		}
+	}
+
+	gql(t, sc.adminURL, `mutation($id: ID!) { webhookDelete(id: $id) }`, map[string]any{"id": id2})
+	m = scrape(t, sc.adminURL)
+	for k := range m {
+		if strings.Contains(k, id2) {
+			t.Errorf("deleted webhook still on /metrics: %s", k)
+		}
+	}
+	if m[key(id1)] != 1 {
+		t.Errorf("the other webhook's series changed: %v", pick(m, "eventtap_delivery_attempts_total"))
+	}
+}
+
+// pick returns the samples of one metric, for failure messages.
+func pick(m map[string]float64, name string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, name) {
+			out[k] = v
+		}
+	}
+	return out
 }

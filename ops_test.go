@@ -29,33 +29,43 @@ import (
 )
 
 const (
-	dashboardFile = "docs/grafana/eventtap.json"
-	alertsFile    = "docs/prometheus/alerts.yaml"
-	scrapeFile    = "docs/prometheus/scrape.yaml"
-	podFile       = "docs/kubernetes/pod.yaml"
+	dashboardFile  = "docs/grafana/eventtap.json"
+	alertsFile     = "docs/prometheus/alerts.yaml"
+	alertsTestFile = "docs/prometheus/alerts_test.yaml"
+	scrapeFile     = "docs/prometheus/scrape.yaml"
+	podFile        = "docs/kubernetes/pod.yaml"
 )
 
 // exposedMetricNames returns the metric families served on the admin /metrics endpoint
 // (histograms by their base name, without _bucket/_sum/_count).
 func exposedMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
-	exposedOnce.Do(func() { exposedNames, exposedErr = gatherAfterTraffic(t) })
+	exposedOnce.Do(func() { exposedNames, exposedLabels, exposedErr = gatherAfterTraffic(t) })
 	if exposedErr != nil {
 		t.Fatal(exposedErr)
 	}
 	return exposedNames
 }
 
+// exposedLabelNames returns, per metric family served on /metrics, the
+// label names its series carry.
+func exposedLabelNames(t *testing.T) map[string]map[string]bool {
+	t.Helper()
+	exposedMetricNames(t)
+	return exposedLabels
+}
+
 var (
-	exposedOnce  sync.Once
-	exposedNames map[string]bool
-	exposedErr   error
+	exposedOnce   sync.Once
+	exposedNames  map[string]bool
+	exposedLabels map[string]map[string]bool
+	exposedErr    error
 )
 
 // gatherAfterTraffic runs the real sidecar, sends it traffic that touches
 // every metric (an event delivered, a rule failing at run time, an upstream
 // that hangs up), and returns the metric families its /metrics serves.
-func gatherAfterTraffic(t *testing.T) (map[string]bool, error) {
+func gatherAfterTraffic(t *testing.T) (map[string]bool, map[string]map[string]bool, error) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/orders":
@@ -92,16 +102,26 @@ func gatherAfterTraffic(t *testing.T) (map[string]bool, error) {
 	var names map[string]bool
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		names = map[string]bool{}
+		labels := map[string]map[string]bool{}
 		for key := range scrape(t, sc.adminURL) {
-			name, _, _ := strings.Cut(key, "{")
-			names[strings.TrimSuffix(name, "_count")] = true
+			name, rest, _ := strings.Cut(key, "{")
+			name = strings.TrimSuffix(name, "_count")
+			names[name] = true
+			if labels[name] == nil {
+				labels[name] = map[string]bool{}
+			}
+			for _, m := range exposedLabelRE.FindAllStringSubmatch(rest, -1) {
+				labels[name][m[1]] = true
+			}
 		}
 		if names["eventtap_rule_errors_total"] && names["eventtap_delivery_lag_seconds"] {
-			return names, nil
+			return names, labels, nil
 		}
 	}
-	return nil, fmt.Errorf("the traffic did not reach every metric: %v", names)
+	return nil, nil, fmt.Errorf("the traffic did not reach every metric: %v", names)
 }
+
+var exposedLabelRE = regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_]*)="`)
 
 // prometheusSeries are series Prometheus synthesizes for every target; eventtap does not expose them.
 var prometheusSeries = map[string]bool{"up": true}
@@ -118,6 +138,9 @@ var dashboardTopics = []string{
 	"eventtap_delivery_attempts_total",
 	"eventtap_delivery_duration_seconds",
 	"eventtap_delivery_lag_seconds",
+	"eventtap_deliveries_failed_total",
+	"eventtap_webhook_pending",
+	"eventtap_webhook_oldest_pending_seconds",
 	"eventtap_webhooks",
 }
 
@@ -488,7 +511,7 @@ func TestDashboardQueries(t *testing.T) {
 		if v, ok := vars["DS_PROMETHEUS"]; !ok || v.Type != "datasource" || v.queryText() != "prometheus" {
 			t.Errorf("templating: want a datasource variable DS_PROMETHEUS of type prometheus, got %+v", v)
 		}
-		for _, name := range []string{"job", "instance"} {
+		for _, name := range []string{"job", "instance", "webhook"} {
 			v, ok := vars[name]
 			if !ok || v.Type != "query" {
 				t.Errorf("templating: want a query variable %q", name)
@@ -509,8 +532,14 @@ func TestDashboardQueries(t *testing.T) {
 			if err != nil {
 				t.Errorf("variable %q: %v", name, err)
 			}
-			if names, unknown := unknownMetrics(sel, exposed); len(names) == 0 || len(unknown) > 0 {
+			names, unknown := unknownMetrics(sel, exposed)
+			if len(names) == 0 || len(unknown) > 0 {
 				t.Errorf("variable %q: query %q: metrics %q, not exposed %q", name, v.queryText(), names, unknown)
+			}
+			for _, n := range names {
+				if l := m[2]; l != "job" && l != "instance" && !exposedLabelNames(t)[n][l] {
+					t.Errorf("variable %q: %s has no label %q on /metrics", name, n, l)
+				}
 			}
 		}
 
@@ -573,6 +602,14 @@ func TestDashboardQueries(t *testing.T) {
 			if strings.Contains(q.Expr, "eventtap_") && !strings.Contains(q.Raw, `job=~"$job"`) {
 				t.Errorf("expr %q: eventtap selectors should filter on job=~\"$job\", instance=~\"$instance\"", q.Raw)
 			}
+			// A query filtering by $webhook only selects metrics that carry the label.
+			if strings.Contains(q.Raw, `webhook=~"$webhook"`) {
+				for _, m := range webhookSelectorRE.FindAllStringSubmatch(q.Raw, -1) {
+					if !exposedLabelNames(t)[metricBase(m[1], exposed)]["webhook"] {
+						t.Errorf("expr %q: %s has no webhook label on /metrics", q.Raw, m[1])
+					}
+				}
+			}
 		})
 	}
 
@@ -583,7 +620,46 @@ func TestDashboardQueries(t *testing.T) {
 			}
 		}
 	})
+
+	// The webhook row: every question about one receiver, each filtered by $webhook.
+	t.Run("webhook row", func(t *testing.T) {
+		var row []grafanaPanel
+		in := false
+		for _, p := range d.Panels {
+			if p.Type == "row" {
+				if in = strings.HasPrefix(p.Title, "Webhooks"); in {
+					row = append(row, p.Panels...) // collapsed
+				}
+				continue
+			}
+			if in {
+				row = append(row, p)
+			}
+		}
+		want := map[string]bool{ // metric → found in the row
+			"eventtap_delivery_attempts_total": false, "eventtap_delivery_duration_seconds": false,
+			"eventtap_webhook_pending": false, "eventtap_webhook_oldest_pending_seconds": false,
+		}
+		for _, p := range row {
+			for _, tg := range p.Targets {
+				if !strings.Contains(tg.Expr, `webhook=~"$webhook"`) || !strings.Contains(tg.Expr, "by (webhook") {
+					t.Errorf("panel %d %q: %q does not filter on webhook=~\"$webhook\" and split by webhook", p.ID, p.Title, tg.Expr)
+				}
+				for _, n := range promqlMetricNames(tg.Expr) {
+					want[metricBase(n, exposed)] = true
+				}
+			}
+		}
+		for m, found := range want {
+			if !found {
+				t.Errorf("the Webhooks row has no panel on %s", m)
+			}
+		}
+	})
 }
+
+// webhookSelectorRE finds selectors filtering on the webhook variable.
+var webhookSelectorRE = regexp.MustCompile(`([A-Za-z_:][A-Za-z0-9_:]*)\{[^}]*webhook=~"\$webhook"`)
 
 // ---- Prometheus rules
 
@@ -652,13 +728,28 @@ func loadRules(t *testing.T) promRuleFile {
 	return f
 }
 
-// promtool runs promtool with args, or skips the calling (sub)test when it is not installed.
+// requireTool returns the path of a tool the test needs. Outside CI a
+// missing tool skips the test, saying so; in CI (CI=true, as .ci/run sets)
+// it fails it: a check that can silently not run is not a check.
+func requireTool(t *testing.T, why string, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	msg := "needs " + strings.Join(names, " or ") + " on PATH (" + why + ")"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + "; CI must install it (.ci/run does)")
+	}
+	t.Skip(msg + "; skipped outside CI")
+	return ""
+}
+
+// promtool runs promtool with args (see requireTool when it is not installed).
 func promtool(t *testing.T, args ...string) {
 	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not on PATH (Debian/Ubuntu: apt-get install prometheus)")
-	}
+	path := requireTool(t, "Debian/Ubuntu: apt-get install prometheus", "promtool")
 	out, err := exec.Command(path, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -737,7 +828,7 @@ func TestAlertRules(t *testing.T) {
 				t.Errorf("no alert reads %s", m)
 			}
 		}
-		for _, want := range []string{"EventtapOutboxOldestPendingTooOld/warning", "EventtapOutboxOldestPendingTooOld/critical", "EventtapWebhooksDisabled/info"} {
+		for _, want := range []string{"EventtapOutboxOldestPendingTooOld/warning", "EventtapOutboxOldestPendingTooOld/critical", "EventtapWebhooksDisabled/info", "EventtapWebhookFailing/warning"} {
 			if !alerts[want] {
 				t.Errorf("missing alert %s", want)
 			}
@@ -748,10 +839,14 @@ func TestAlertRules(t *testing.T) {
 		promtool(t, "check", "rules", alertsFile)
 	})
 
+	// Unit tests of the alerts (input series → expected alerts), e.g. that
+	// EventtapWebhookFailing fires for the one failing webhook only.
+	t.Run("promtool test rules", func(t *testing.T) {
+		promtool(t, "test", "rules", alertsTestFile)
+	})
+
 	t.Run("promtool check rules dashboard", func(t *testing.T) {
-		if _, err := exec.LookPath("promtool"); err != nil {
-			t.Skip("promtool not on PATH (Debian/Ubuntu: apt-get install prometheus)")
-		}
+		requireTool(t, "Debian/Ubuntu: apt-get install prometheus", "promtool")
 		d := loadDashboard(t)
 		g := promRuleGroup{Name: "dashboard"}
 		for _, q := range dashboardQueries(t, d) {
