@@ -35,8 +35,11 @@ trap 'rm -rf "$work"' EXIT
 mkdir "$work/out"
 files=()
 for p in "${packages[@]}"; do
-  read -r name version integrity pairs <<<"$(echo $p)"
-  pairs=$(echo $p | cut -d' ' -f4-)
+  # shellcheck disable=SC2086 # word splitting joins the entry's two lines
+  set -- $p
+  name=$1 version=$2 integrity=$3
+  shift 3
+  pairs=$*
   (cd "$work" && npm pack --silent "$name@$version" >/dev/null)
   tgz="$work/$name-$version.tgz"
   got="sha512-$(node -e 'const c=require("crypto"),f=require("fs");process.stdout.write(c.createHash("sha512").update(f.readFileSync(process.argv[1])).digest("base64"))' "$tgz")"
