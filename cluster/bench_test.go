@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,15 +35,18 @@ var syncModes = []struct {
 func BenchmarkPublish(b *testing.B) {
 	eachModeAndWorkers(b, func(b *testing.B, js jetstream.JetStream, workers int) {
 		eventsStream(b, js)
-		ctx := context.Background()
 		var lat latencies
-		elapsed := runConcurrent(b, workers, &lat, func(i int) error {
-			subj := "eventtap.events." + strconv.Itoa(i%32)
-			_, err := js.Publish(ctx, subj, payload, jetstream.WithMsgID("evt_"+strconv.Itoa(i)))
-			return err
-		})
-		lat.report(b, elapsed, 1, "")
+		lat.report(b, runConcurrent(b, workers, &lat, publishOp(js)), 1, "")
 	})
+}
+
+// publishOp publishes event i to its partition and waits for the ack.
+func publishOp(js jetstream.JetStream) func(i int) error {
+	return func(i int) error {
+		subj := "eventtap.events." + strconv.Itoa(i%32)
+		_, err := js.Publish(context.Background(), subj, payload, jetstream.WithMsgID(nextEventID()))
+		return err
+	}
 }
 
 // eachModeAndWorkers runs fn against a fresh server for each sync mode,
@@ -100,19 +104,23 @@ func BenchmarkChangedRelease(b *testing.B) {
 	eachModeAndWorkers(b, func(b *testing.B, js jetstream.JetStream, workers int) {
 		eventsStream(b, js)
 		kv := stateBucket(b, js)
-		ctx := context.Background()
 		var lat latencies
-		var conflicts atomicCounter
-		elapsed := runConcurrent(b, workers, &lat, func(i int) error {
-			id := "evt_" + strconv.Itoa(i)
-			if err := casLoop(ctx, kv, "k"+strconv.Itoa(i), []byte(`{"v":"PAID","e":"`+id+`"}`), &conflicts); err != nil {
-				return err
-			}
-			_, err := js.Publish(ctx, "eventtap.events."+strconv.Itoa(i%32), payload, jetstream.WithMsgID(id))
-			return err
-		})
-		lat.report(b, elapsed, 1, "")
+		lat.report(b, runConcurrent(b, workers, &lat, changedOp(js, kv)), 1, "")
 	})
+}
+
+// changedOp is the release path of event i of a `changed` rule: state
+// compare-and-set on its own key, then the publish.
+func changedOp(js jetstream.JetStream, kv jetstream.KeyValue) func(i int) error {
+	var conflicts atomicCounter
+	publish := publishOp(js)
+	return func(i int) error {
+		value := []byte(`{"v":"PAID","e":"evt_` + strconv.Itoa(i) + `"}`)
+		if err := casLoop(context.Background(), kv, "k"+strconv.Itoa(i), value, &conflicts); err != nil {
+			return err
+		}
+		return publish(i)
+	}
 }
 
 // BenchmarkPublishAsyncBatch is one group-commit batch of 64 events
@@ -126,34 +134,71 @@ func BenchmarkPublishAsyncBatch(b *testing.B) {
 			s := startServer(b, mode.always)
 			_, js := connect(b, s, jetstream.WithPublishAsyncMaxPending(4*batch))
 			eventsStream(b, js)
-			ctx := context.Background()
 			var lat latencies
-			elapsed := runConcurrent(b, 1, &lat, func(i int) error {
-				futures := make([]jetstream.PubAckFuture, batch)
-				for j := range futures {
-					n := i*batch + j
-					f, err := js.PublishAsync("eventtap.events."+strconv.Itoa(n%32), payload,
-						jetstream.WithMsgID("evt_"+strconv.Itoa(n)))
-					if err != nil {
-						return err
-					}
-					futures[j] = f
-				}
-				for _, f := range futures {
-					select {
-					case <-f.Ok():
-					case err := <-f.Err():
-						return err
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}
-				return nil
-			})
-			lat.report(b, elapsed, batch, "events")
+			lat.report(b, runConcurrent(b, 1, &lat, batchOp(js, batch)), batch, "events")
 		})
 	}
 }
+
+// batchOp publishes batch i of n events asynchronously and waits for every ack.
+func batchOp(js jetstream.JetStream, n int) func(i int) error {
+	return func(i int) error {
+		futures := make([]jetstream.PubAckFuture, n)
+		for j := range futures {
+			seq := i*n + j
+			f, err := js.PublishAsync("eventtap.events."+strconv.Itoa(seq%32), payload,
+				jetstream.WithMsgID(nextEventID()))
+			if err != nil {
+				return err
+			}
+			futures[j] = f
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// BenchmarkReplicated repeats the release-path figures on a three-server
+// NATS cluster with replicas: 3 and the default sync interval, the other
+// production setting docs/cluster.md allows. The three servers share the
+// test's process and cores, so these figures are pessimistic.
+func BenchmarkReplicated(b *testing.B) {
+	servers := startNATSCluster(b)
+	_, js := connect(b, servers[0], jetstream.WithPublishAsyncMaxPending(256))
+	st := eventsStreamReplicas(b, js, 3)
+	kv := stateBucketReplicas(b, js, 3)
+	for _, tc := range []struct {
+		name    string
+		workers int
+		units   int
+		op      func(i int) error
+	}{
+		{"publish/workers=1", 1, 1, publishOp(js)},
+		{"publish/workers=32", 32, 1, publishOp(js)},
+		{"changed/workers=32", 32, 1, changedOp(js, kv)},
+		{"async-batch=64", 1, 64, batchOp(js, 64)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			if err := st.Purge(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			var lat latencies
+			lat.report(b, runConcurrent(b, tc.workers, &lat, tc.op), tc.units, "events")
+		})
+	}
+}
+
+var eventIDs atomic.Int64
+
+// nextEventID returns an id never used before in this process, so that no
+// publish is answered from the dedupe window instead of being stored.
+func nextEventID() string { return "evt_" + strconv.FormatInt(eventIDs.Add(1), 10) }
 
 // casLoop is the read-compare-set cycle of one state key: Create when it
 // is absent, Update at the revision read otherwise; a conflict means

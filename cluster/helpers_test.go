@@ -7,6 +7,8 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,23 +26,29 @@ import (
 // requires in production for a single-replica stream.
 func startServer(tb testing.TB, syncAlways bool) *server.Server {
 	tb.Helper()
-	opts := &server.Options{
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   tb.TempDir(),
-		NoLog:      true,
-		NoSigs:     true,
-		SyncAlways: syncAlways,
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		tb.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
+	opts := serverOptions(tb)
+	opts.SyncAlways = syncAlways
+	s := launch(tb, opts)
 	if !s.ReadyForConnections(10 * time.Second) {
 		tb.Fatal("nats-server did not start within 10 s")
 	}
+	return s
+}
+
+// serverOptions are what every test server shares: loopback, a random
+// client port, JetStream in a temporary directory, quiet.
+func serverOptions(tb testing.TB) *server.Options {
+	return &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(), NoLog: true, NoSigs: true}
+}
+
+// launch starts a server without waiting for it; the test's cleanup stops it.
+func launch(tb testing.TB, opts *server.Options) *server.Server {
+	tb.Helper()
+	s, err := server.NewServer(opts)
+	if err != nil {
+		tb.Fatalf("nats-server %s: %v", opts.ServerName, err)
+	}
+	go s.Start()
 	tb.Cleanup(func() {
 		s.Shutdown()
 		s.WaitForShutdown()
@@ -67,6 +75,11 @@ func connect(tb testing.TB, s *server.Server, opts ...jetstream.JetStreamOpt) (*
 // partition subjects, limits retention, a dedupe window.
 func eventsStream(tb testing.TB, js jetstream.JetStream) jetstream.Stream {
 	tb.Helper()
+	return eventsStreamReplicas(tb, js, 1)
+}
+
+func eventsStreamReplicas(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.Stream {
+	tb.Helper()
 	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
 		Name:       "eventtap_events",
 		Subjects:   []string{"eventtap.events.*"},
@@ -74,7 +87,7 @@ func eventsStream(tb testing.TB, js jetstream.JetStream) jetstream.Stream {
 		Retention:  jetstream.LimitsPolicy,
 		MaxAge:     168 * time.Hour,
 		Duplicates: 2 * time.Minute,
-		Replicas:   1,
+		Replicas:   replicas,
 	})
 	if err != nil {
 		tb.Fatalf("create stream: %v", err)
@@ -86,11 +99,17 @@ func eventsStream(tb testing.TB, js jetstream.JetStream) jetstream.Stream {
 // expire like the single node's r/ keys.
 func stateBucket(tb testing.TB, js jetstream.JetStream) jetstream.KeyValue {
 	tb.Helper()
+	return stateBucketReplicas(tb, js, 1)
+}
+
+func stateBucketReplicas(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.KeyValue {
+	tb.Helper()
 	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{
-		Bucket:  "eventtap_state",
-		History: 1,
-		TTL:     28 * 24 * time.Hour,
-		Storage: jetstream.FileStorage,
+		Bucket:   "eventtap_state",
+		History:  1,
+		TTL:      28 * 24 * time.Hour,
+		Storage:  jetstream.FileStorage,
+		Replicas: replicas,
 	})
 	if err != nil {
 		tb.Fatalf("create bucket: %v", err)
@@ -177,3 +196,55 @@ func runConcurrent(b *testing.B, workers int, lat *latencies, op func(i int) err
 }
 
 type atomicCounter struct{ n atomic.Int64 }
+
+// startNATSCluster runs three in-process JetStream servers joined by routes
+// (the production shape for `cluster.replicas: 3`) and returns them once
+// JetStream has a meta leader. Servers use the default sync interval:
+// replication, not fsync, makes an acknowledged write durable.
+func startNATSCluster(tb testing.TB) []*server.Server {
+	tb.Helper()
+	// Every server lists every route, so they must all be known up front.
+	ports := make([]int, 3)
+	routes := make([]*url.URL, 3)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	}
+	var servers []*server.Server
+	for i := range 3 {
+		opts := serverOptions(tb)
+		opts.ServerName = fmt.Sprintf("n%d", i)
+		opts.Cluster = server.ClusterOpts{Name: "eventtap-test", Host: "127.0.0.1", Port: ports[i]}
+		opts.Routes = routes
+		servers = append(servers, launch(tb, opts))
+	}
+	for i, s := range servers {
+		if !s.ReadyForConnections(20 * time.Second) {
+			tb.Fatalf("nats-server %d did not start within 20 s", i)
+		}
+	}
+	// Ready means an R3 stream can be placed: every server has joined the
+	// JetStream meta group. A probe stream is created until that works.
+	_, js := connect(tb, servers[0])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "probe", Subjects: []string{"probe"}, Replicas: 3})
+		if err == nil {
+			err = js.DeleteStream(ctx, "probe")
+		}
+		cancel()
+		if err == nil {
+			return servers
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("the three servers formed no JetStream cluster within 30 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
