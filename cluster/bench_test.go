@@ -123,6 +123,33 @@ func changedOp(js jetstream.JetStream, kv jetstream.KeyValue) func(i int) error 
 	}
 }
 
+// BenchmarkAtomicRelease is the alternative to BenchmarkChangedRelease
+// that docs/cluster.md keeps as an option: read the state subject's last
+// message (direct get), then write the transition and the event in one
+// atomic batch, with no window between the two.
+func BenchmarkAtomicRelease(b *testing.B) {
+	for _, workers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("sync=interval/workers=%d", workers), func(b *testing.B) {
+			nc, js := connect(b, startServer(b, false))
+			st := atomicStream(b, js)
+			ctx := context.Background()
+			var lat latencies
+			lat.report(b, runConcurrent(b, workers, &lat, func(i int) error {
+				key := "k" + strconv.Itoa(i)
+				var expect uint64
+				switch m, err := st.GetLastMsgForSubject(ctx, "eventtap.state."+key); {
+				case err == nil:
+					expect = m.Sequence
+				case !errors.Is(err, jetstream.ErrMsgNotFound):
+					return err
+				}
+				_, err := atomicTransition(nc, "b"+strconv.Itoa(i), key, expect, nextEventID())
+				return err
+			}), 1, "")
+		})
+	}
+}
+
 // BenchmarkPublishAsyncBatch is one group-commit batch of 64 events
 // published asynchronously (each with its Nats-Msg-Id) and every ack
 // awaited: the relay's unit of work, and how a batch of the committer

@@ -6,10 +6,12 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -247,4 +249,56 @@ func startNATSCluster(tb testing.TB) []*server.Server {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// atomicStream holds state messages and events together, for the atomic
+// batch variant of the `changed` decision (docs/cluster.md §3).
+func atomicStream(tb testing.TB, js jetstream.JetStream) jetstream.Stream {
+	tb.Helper()
+	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name:               "eventtap_atomic",
+		Subjects:           []string{"eventtap.state.*", "eventtap.events.*"},
+		AllowAtomicPublish: true,
+		Duplicates:         2 * time.Minute,
+	})
+	if err != nil {
+		tb.Fatalf("create stream: %v", err)
+	}
+	return st
+}
+
+// atomicTransition writes a `changed` transition and its event as one
+// atomic batch: the state message on eventtap.state.<key>, valid only if
+// that subject's last sequence is still expect, and the event with its id
+// as Nats-Msg-Id. Both are stored, or neither.
+func atomicTransition(nc *nats.Conn, batchID, key string, expect uint64, evt string) (*jetstream.PubAck, error) {
+	state := nats.NewMsg("eventtap.state." + key)
+	state.Header.Set("Nats-Batch-Id", batchID)
+	state.Header.Set("Nats-Batch-Sequence", "1")
+	state.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expect, 10))
+	state.Data = []byte(`{"v":"PAID","e":"` + evt + `"}`)
+	if err := nc.PublishMsg(state); err != nil {
+		return nil, err
+	}
+	ev := nats.NewMsg("eventtap.events.3")
+	ev.Header.Set("Nats-Batch-Id", batchID)
+	ev.Header.Set("Nats-Batch-Sequence", "2")
+	ev.Header.Set("Nats-Batch-Commit", "1")
+	ev.Header.Set(jetstream.MsgIDHeader, evt)
+	ev.Data = payload
+	reply, err := nc.RequestMsg(ev, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		jetstream.PubAck
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, reply.Data)
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	return &resp.PubAck, nil
 }

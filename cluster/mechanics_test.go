@@ -296,3 +296,41 @@ func TestReplicatedStreamLosesLeader(t *testing.T) {
 		}
 	}
 }
+
+// The option docs/cluster.md keeps for closing the window between the
+// state compare-and-set and the publish: an atomic batch that writes the
+// state message (checked against the revision read) and the event together,
+// in one stream, or neither.
+func TestAtomicBatchStateAndEvent(t *testing.T) {
+	s := startServer(t, false)
+	nc, js := connect(t, s)
+	ctx := context.Background()
+	st := atomicStream(t, js)
+	batch := func(id string, expect uint64, evt string) (*jetstream.PubAck, error) {
+		return atomicTransition(nc, id, "k", expect, evt)
+	}
+	if _, err := batch("b1", 0, "evt_1"); err != nil {
+		t.Fatalf("first transition: %v", err)
+	}
+	// A second node that read the key before the first transition loses,
+	// and its event is not stored.
+	if _, err := batch("b2", 0, "evt_2"); err == nil {
+		t.Fatal("a batch expecting a stale state sequence was committed")
+	} else {
+		t.Logf("stale batch refused: %v", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("stream holds %d messages, want the state and event of the first batch only", info.State.Msgs)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, "eventtap.state.k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := batch("b3", last.Sequence, "evt_3"); err != nil {
+		t.Fatalf("transition at the current sequence: %v", err)
+	}
+}
