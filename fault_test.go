@@ -46,6 +46,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 // ---- the sidecar under test
@@ -82,18 +84,15 @@ func startFault(t *testing.T, fc faultConfig) *faultSidecar {
 	s := &faultSidecar{
 		cfgPath:   filepath.Join(dir, "eventtap.yaml"),
 		rulesPath: filepath.Join(dir, "rules.yaml"),
-		proxyAddr: freeAddr(t),
 		exited:    make(chan struct{}),
 	}
-	adminAddr := freeAddr(t)
-	s.proxyURL, s.adminURL = "http://"+s.proxyAddr, "http://"+adminAddr
 	if fc.dataDir == "" {
 		fc.dataDir = filepath.Join(dir, "data")
 	}
-	proxyKeys := append([]string{fmt.Sprintf("listen: %q", s.proxyAddr), fmt.Sprintf("upstream: %q", fc.upstream)}, fc.proxy...)
+	proxyKeys := append([]string{`listen: "127.0.0.1:0"`, fmt.Sprintf("upstream: %q", fc.upstream)}, fc.proxy...)
 	deliveryKeys := append([]string{"allow_private_networks: true", "jitter: 0"}, fc.delivery...)
-	cfg := fmt.Sprintf("proxy: {%s}\nadmin: {listen: %q}\nstorage: {dir: %q}\ndelivery: {%s}\nrules_file: rules.yaml\nlog: {level: info, format: json}\n",
-		strings.Join(proxyKeys, ", "), adminAddr, fc.dataDir, strings.Join(deliveryKeys, ", "))
+	cfg := fmt.Sprintf("proxy: {%s}\nadmin: {listen: \"127.0.0.1:0\"}\nstorage: {dir: %q}\ndelivery: {%s}\nrules_file: rules.yaml\nlog: {level: info, format: json}\n",
+		strings.Join(proxyKeys, ", "), fc.dataDir, strings.Join(deliveryKeys, ", "))
 	if err := os.WriteFile(s.rulesPath, []byte(fc.rules), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +107,14 @@ func startFault(t *testing.T, fc faultConfig) *faultSidecar {
 	// Registered after startBinary's cleanup, so it runs first; once it has
 	// waited for exited, startBinary's cleanup finds the process reaped.
 	t.Cleanup(func() { s.stop(t) })
+	var adminAddr string
+	faultEventually(t, s, 20*time.Second, "the listening addresses in the log", func() bool {
+		var ok1, ok2 bool
+		s.proxyAddr, ok1 = testkit.ListeningAddr(s.logs(), "proxy listening")
+		adminAddr, ok2 = testkit.ListeningAddr(s.logs(), "admin server listening")
+		return ok1 && ok2
+	})
+	s.proxyURL, s.adminURL = "http://"+s.proxyAddr, "http://"+adminAddr
 	faultEventually(t, s, 20*time.Second, "/healthz to answer 200", func() bool {
 		resp, err := faultClient.Get(s.adminURL + "/healthz")
 		if err != nil {
@@ -143,12 +150,7 @@ func (s *faultSidecar) stop(t *testing.T) {
 }
 
 // logs returns what the sidecar has written to stderr so far.
-func (s *faultSidecar) logs() string {
-	lw := s.proc.cmd.Stderr.(*lockedWriter)
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return lw.w.String()
-}
+func (s *faultSidecar) logs() string { return s.proc.logs() }
 
 // mustBeUp fails the test at once, with the crash, when the sidecar has died.
 func (s *faultSidecar) mustBeUp(t testing.TB) {
