@@ -58,7 +58,9 @@ func TestCLI(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: freeAddr(t), receiver: freeAddr(t)}
+	// The demo binds the order API and the receiver itself, so port 0 works
+	// for them; the proxy and admin ports are bound later, by serve.
+	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: "127.0.0.1:0", receiver: "127.0.0.1:0"}
 	var out, logs testkit.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
