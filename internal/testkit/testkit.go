@@ -97,7 +97,6 @@ type Listening struct {
 	next  slog.Handler
 	mu    *sync.Mutex
 	addrs map[string]string
-	attrs []slog.Attr
 }
 
 // NewListening returns a Listening handler in front of next.
