@@ -5,9 +5,10 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -56,27 +57,11 @@ func TestCLI(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the demo's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestDemo(t *testing.T) {
-	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: freeAddr(t), receiver: freeAddr(t)}
-	var out, logs syncBuffer
+	// The demo binds the order API and the receiver itself, so port 0 works
+	// for them; the proxy and admin ports are bound later, by serve.
+	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: "127.0.0.1:0", receiver: "127.0.0.1:0"}
+	var out, logs testkit.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runDemo(ctx, o, &out, &logs) }()

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eventtap/eventtap/admin"
+	"github.com/eventtap/eventtap/configerr"
 	"github.com/eventtap/eventtap/outbox"
 	"github.com/eventtap/eventtap/proxy"
 	"github.com/eventtap/eventtap/rules"
@@ -59,16 +60,16 @@ func defaultConfig() config {
 	}
 }
 
-// Validate reports every problem with c, each message starting with its key.
+// Validate reports every problem with c, each a *configerr.Error at its key.
 func (c logConfig) Validate() error {
 	var errs []error
 	switch c.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("level: must be debug, info, warn or error, got %q", c.Level))
+		errs = append(errs, configerr.Field("level", "must be debug, info, warn or error, got %q", c.Level))
 	}
 	if c.Format != "json" && c.Format != "text" {
-		errs = append(errs, fmt.Errorf("format: must be json or text, got %q", c.Format))
+		errs = append(errs, configerr.Field("format", "must be json or text, got %q", c.Format))
 	}
 	return errors.Join(errs...)
 }
@@ -77,18 +78,6 @@ func (c logConfig) slogLevel() slog.Level {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(c.Level))
 	return l
-}
-
-// problem is one positioned configuration error; Error() is
-// "FILE:LINE:COL: message", the format editors and CI annotate.
-type problem struct {
-	file      string
-	line, col int
-	msg       string
-}
-
-func (p *problem) Error() string {
-	return fmt.Sprintf("%s:%d:%d: %s", p.file, p.line, p.col, p.msg)
 }
 
 // loadConfig reads and validates the configuration file at path, with the
@@ -125,19 +114,19 @@ func parseConfig(file string, data []byte, tokenOverride string) (config, error)
 		cfg.Admin.Token = t
 	}
 	sections := []struct {
-		prefix string
+		prefix []string
 		err    error
 	}{
-		{"proxy", cfg.Proxy.Validate()},
-		{"admin", cfg.Admin.Validate()},
-		{"storage", cfg.Storage.Validate()},
-		{"delivery", cfg.Delivery.Validate()},
-		{"", cfg.Rules.Validate()},
-		{"log", cfg.Log.Validate()},
+		{[]string{"proxy"}, cfg.Proxy.Validate()},
+		{[]string{"admin"}, cfg.Admin.Validate()},
+		{[]string{"storage"}, cfg.Storage.Validate()},
+		{[]string{"delivery"}, cfg.Delivery.Validate()},
+		{nil, cfg.Rules.Validate()},
+		{[]string{"log"}, cfg.Log.Validate()},
 	}
 	for _, s := range sections {
 		for _, e := range flatten(s.err) {
-			d.report(s.prefix, e.Error())
+			d.report(fieldError(e).Under(s.prefix...))
 		}
 	}
 	return cfg, errors.Join(d.problems...)
@@ -181,6 +170,22 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
+// fieldError returns the validation problem e as a *configerr.Error.
+//
+// Until every package's Validate returns *configerr.Error, a plain error
+// whose text is "key: message" is read as a problem at key (the form
+// DEVELOPING.md described before). TODO(issue 11, phase 2): remove this
+// fallback once proxy and outbox have moved over.
+func fieldError(e error) *configerr.Error {
+	if ce := configerr.As(e); ce != nil {
+		return ce
+	}
+	if key, msg, ok := strings.Cut(e.Error(), ": "); ok {
+		return &configerr.Error{Path: []string{key}, Msg: msg}
+	}
+	return &configerr.Error{Msg: e.Error()}
+}
+
 // decoder decodes a YAML node tree into config structs, refusing unknown
 // keys and recording where every key is so that validation problems can
 // point at it. It collects every problem instead of stopping at the first.
@@ -219,34 +224,30 @@ func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 }
 
 func (d *decoder) add(n *yaml.Node, format string, args ...any) {
-	line, col := 1, 1
-	if n != nil && n.Line > 0 {
-		line, col = n.Line, n.Column
-	}
-	d.problems = append(d.problems, &problem{file: d.file, line: line, col: col, msg: fmt.Sprintf(format, args...)})
+	d.place(n, &configerr.Error{Msg: fmt.Sprintf(format, args...)})
 }
 
-// report places a validation message "key: …" from the section prefix at
-// the position of that key, or of the section when the key is not in the file.
-func (d *decoder) report(prefix, msg string) {
-	key, rest, ok := strings.Cut(msg, ": ")
-	path := key
-	if prefix != "" {
-		path = prefix + "." + key
+// place records e at node n, or at the top of the file when n is nil or
+// has no position.
+func (d *decoder) place(n *yaml.Node, e *configerr.Error) {
+	e.File, e.Line, e.Column = d.file, 1, 1
+	if n != nil && n.Line > 0 {
+		e.Line, e.Column = n.Line, n.Column
 	}
-	if n, found := d.keys[path]; ok && found {
-		d.add(n, "%s: %s", path, rest)
-		return
+	d.problems = append(d.problems, e)
+}
+
+// report places a validation problem at the position of its key, or of the
+// nearest enclosing key in the file when the key itself is not written
+// (a default that another setting makes invalid).
+func (d *decoder) report(e *configerr.Error) {
+	for i := len(e.Path); i > 0; i-- {
+		if n, found := d.keys[strings.Join(e.Path[:i], ".")]; found {
+			d.place(n, e)
+			return
+		}
 	}
-	if ok && prefix == "" {
-		d.add(nil, "%s", msg)
-		return
-	}
-	if n, found := d.keys[prefix]; found {
-		d.add(n, "%s.%s", prefix, msg)
-		return
-	}
-	d.add(nil, "%s.%s", prefix, msg)
+	d.place(nil, e)
 }
 
 func (d *decoder) yamlSyntax(err error) error {
@@ -259,9 +260,9 @@ func (d *decoder) yamlSyntax(err error) error {
 		}
 		// The YAML parser gives the line where the enclosing block starts,
 		// not always the line at fault, so say so.
-		return &problem{file: d.file, line: line, col: col, msg: "YAML syntax error in the block starting here: " + m[3] + " (check indentation, quotes and brackets)"}
+		return configerr.At(d.file, line, col, "YAML syntax error in the block starting here: %s (check indentation, quotes and brackets)", m[3])
 	}
-	return &problem{file: d.file, line: 1, col: 1, msg: "YAML syntax error: " + msg}
+	return configerr.At(d.file, 1, 1, "YAML syntax error: %s", msg)
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {

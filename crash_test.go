@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 // buildBinary builds eventtap once per test run, the way README says.
@@ -55,6 +57,30 @@ func startBinary(t *testing.T, args ...string) *process {
 	return p
 }
 
+// logs returns what the process has written to stderr so far.
+func (p *process) logs() string {
+	lw := p.cmd.Stderr.(*lockedWriter)
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.w.String()
+}
+
+// addrs waits until the process has logged the addresses its proxy and
+// admin servers bound. Configured with port 0, the kernel picks free ports
+// as they are bound, so parallel tests cannot take each other's port (as
+// they could when a test picked a free port, closed it and passed it on).
+func (p *process) addrs(t testing.TB, timeout time.Duration) (proxy, admin string) {
+	t.Helper()
+	testkit.Eventually(t, timeout, "the binary logs its listening addresses", func() bool {
+		logs := p.logs()
+		var ok1, ok2 bool
+		proxy, ok1 = testkit.ListeningAddr(logs, "proxy listening")
+		admin, ok2 = testkit.ListeningAddr(logs, "admin server listening")
+		return ok1 && ok2
+	})
+	return proxy, admin
+}
+
 type lockedWriter struct {
 	mu sync.Mutex
 	w  *strings.Builder
@@ -77,20 +103,20 @@ func TestCrashKill9(t *testing.T) {
 	rc := newHookReceiver(t)
 
 	dir := t.TempDir()
-	proxyAddr, adminAddr := freeAddr(t), freeAddr(t)
 	cfgPath := filepath.Join(dir, "eventtap.yaml")
-	cfg := fmt.Sprintf(`proxy: {listen: %q, upstream: %q}
-admin: {listen: %q}
+	cfg := fmt.Sprintf(`proxy: {listen: "127.0.0.1:0", upstream: %q}
+admin: {listen: "127.0.0.1:0"}
 storage: {dir: %q}
 delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 500ms, 1s, 2s]}
 rules_file: %q
-log: {level: warn}
-`, proxyAddr, api.URL, adminAddr, filepath.Join(dir, "data"), mustAbs(t, "docs/examples/orders.rules.yaml"))
+log: {level: info}
+`, api.URL, filepath.Join(dir, "data"), mustAbs(t, "docs/examples/orders.rules.yaml"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	first := startBinary(t, "serve", "--config", cfgPath)
+	proxyAddr, adminAddr := first.addrs(t, 20*time.Second)
 	waitHTTP(t, "http://"+adminAddr+"/healthz")
 	rc.register(t, "http://"+adminAddr, "ORDER_CREATED")
 
@@ -137,6 +163,7 @@ log: {level: warn}
 	}
 
 	second := startBinary(t, "serve", "--config", cfgPath)
+	_, adminAddr = second.addrs(t, 20*time.Second)
 	waitHTTP(t, "http://"+adminAddr+"/healthz")
 	deadline := time.Now().Add(45 * time.Second)
 	var missing []string

@@ -72,6 +72,8 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		apiLn.Close()
 		return fmt.Errorf("the receiver cannot listen on %s (pass --receiver ADDR): %w", o.receiver, err)
 	}
+	// The addresses bound, so that port 0 (any free port) works too.
+	o.api, o.receiver = apiLn.Addr().String(), rcvLn.Addr().String()
 	if o.dataDir == "" {
 		dir, err := os.MkdirTemp("", "eventtap-demo-")
 		if err != nil {
@@ -80,7 +82,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		defer os.RemoveAll(dir)
 		o.dataDir = dir
 	}
-	cfgPath, err := writeDemoConfig(o, apiLn.Addr().String())
+	cfgPath, err := writeDemoConfig(o, o.api)
 	if err != nil {
 		return err
 	}

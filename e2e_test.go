@@ -18,6 +18,8 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 // These tests run the sidecar the way users do: a config file on disk, the
@@ -61,18 +63,16 @@ func startSidecar(t testing.TB, upstream, rulesYAML, extra string) *sidecar {
 	t.Helper()
 	dir := t.TempDir()
 	sc := &sidecar{dir: dir, cfgPath: filepath.Join(dir, "eventtap.yaml")}
-	proxyAddr, adminAddr := freeAddr(t), freeAddr(t)
-	sc.proxyURL, sc.adminURL = "http://"+proxyAddr, "http://"+adminAddr
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rulesYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfgText := fmt.Sprintf(`proxy: {listen: %q, upstream: %q}
-admin: {listen: %q}
+	cfgText := fmt.Sprintf(`proxy: {listen: "127.0.0.1:0", upstream: %q}
+admin: {listen: "127.0.0.1:0"}
 storage: {dir: %q}
 delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 400ms], jitter: 0}
 rules_file: rules.yaml
 log: {level: warn, format: text}
-%s`, proxyAddr, upstream, adminAddr, filepath.Join(dir, "data"), extra)
+%s`, upstream, filepath.Join(dir, "data"), extra)
 	if err := os.WriteFile(sc.cfgPath, []byte(cfgText), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,10 @@ log: {level: warn, format: text}
 		t.Fatalf("config: %v", err)
 	}
 	lw := &logWriter{t: t}
-	logger := slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Port 0 and the addresses read back from the log: no other test can
+	// take the ports between choosing and binding them.
+	listening := testkit.NewListening(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := slog.New(listening)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, eng, logger) }()
@@ -99,6 +102,9 @@ log: {level: warn, format: text}
 		lw.done = true
 		lw.mu.Unlock()
 	})
+	proxyAddr := listening.Addr(t, 20*time.Second, "proxy listening")
+	sc.proxyURL = "http://" + proxyAddr
+	sc.adminURL = "http://" + listening.Addr(t, 20*time.Second, "admin server listening")
 	waitHTTP(t, sc.adminURL+"/healthz")
 	waitTCP(t, proxyAddr)
 	return sc
@@ -346,9 +352,10 @@ func TestEndToEnd(t *testing.T) {
 	if code, _ := do(t, http.MethodPatch, sc.proxyURL+"/orders/999", `{"status":"LOST"}`); code != http.StatusNotFound {
 		t.Fatalf("PATCH unknown order: %d", code)
 	}
-	changed := rc.waitFor(t, "ORDER_STATUS_CHANGED", 1)
+	rc.waitFor(t, "ORDER_STATUS_CHANGED", 1)
 	time.Sleep(300 * time.Millisecond) // room for a wrong second event to arrive
-	if changed = rc.of("ORDER_STATUS_CHANGED"); len(changed) != 1 {
+	changed := rc.of("ORDER_STATUS_CHANGED")
+	if len(changed) != 1 {
 		t.Fatalf("ORDER_STATUS_CHANGED deliveries = %d, want 1", len(changed))
 	}
 	if ch := changed[0].payload.Change; ch == nil || ch.Previous != "PAID" || ch.Current != "SHIPPED" {

@@ -668,17 +668,7 @@ func appendPayload(buf []byte, id, typ string, ts time.Time, subject, rule strin
 }
 
 func appendJSONString(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			// Escaping (and HTML-safe escaping, as before) the way
-			// encoding/json does it, so payloads stay byte-identical.
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(buf, b...)
-		}
-	}
-	buf = append(buf, '"')
-	buf = append(buf, s...)
-	return append(buf, '"')
+	return rules.AppendJSONString(buf, s) // the data's escaping too, so a payload has one style
 }
 
 // appendJSONValue appends raw JSON, compacted; data that is not valid JSON

@@ -155,7 +155,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	t.Logf("child acknowledged %d events over %d subjects before SIGKILL; receiver had %d requests", ackCount, len(acked), rc.count())
 
-	o = openTestDir(t, dir)
+	openTestDir(t, dir) // delivers what the killed child acknowledged; closed by its cleanup
 	waitFor(t, 20*time.Second, "every acknowledged event delivered", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

@@ -373,10 +373,6 @@ func (o *Outbox) view(ctx context.Context, fn func(txn *badger.Txn) error) error
 	return o.use(ctx, func() error { return o.db.View(fn) })
 }
 
-func (o *Outbox) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
-	return o.use(ctx, func() error { return o.dbUpdate(fn) })
-}
-
 // dbUpdate is db.Update for every write outside the committer and
 // newTxnWriter, refused while storage.dir is nearly full (see spaceGuard).
 func (o *Outbox) dbUpdate(fn func(txn *badger.Txn) error) error {

@@ -12,24 +12,17 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/eventtap/eventtap/configerr"
 )
 
 // Error is one problem found while compiling rules, located at the YAML
-// node it is about. Compile and CompileFile return every problem they find,
-// as an errors.Join of *Error in file order.
-type Error struct {
-	File string
-	// Line and Column are 1-based; Column counts characters.
-	Line, Column int
-	// Msg says what is wrong and how to fix it. It starts with the key it
-	// is about ("when.status: …") when there is one.
-	Msg string
-}
-
-// Error returns "FILE:LINE:COL: message".
-func (e *Error) Error() string {
-	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
-}
+// node it is about (File, Line, Column set; Path empty, Msg starting with
+// the key it is about: "when.status: …"). Compile and CompileFile return
+// every problem they find, as an errors.Join of *Error in file order; its
+// text is "FILE:LINE:COL: message". It is the configuration's error type,
+// so that the loader reports rules and settings alike.
+type Error = configerr.Error
 
 // Compile compiles the rules in node, a YAML sequence of rules (SPEC §3) as
 // decoded from file, usually the `rules:` key of the configuration file.

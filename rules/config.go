@@ -2,10 +2,11 @@ package rules
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/eventtap/eventtap/configerr"
 )
 
 // Built-in event types. Every configuration has them; event_types adds more.
@@ -53,14 +54,14 @@ func DefaultConfig() Config {
 	return Config{}
 }
 
-// Validate reports every problem with c, joined. Each problem's message
-// starts with the YAML key it is about ("event_types: …"), so that the
-// loader can point at the line that holds it. The rules themselves are
-// checked by Compile, which knows their positions.
+// Validate reports every problem with c, joined, each a *configerr.Error
+// with the YAML key it is about ("event_types"), so that the loader can
+// point at the line that holds it. The rules themselves are checked by
+// Compile, which knows their positions.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, configerr.Field(key, format, args...))
 	}
 	seen := make(map[string]bool, len(c.EventTypes))
 	for _, t := range builtinEventTypes {

@@ -142,21 +142,31 @@ func (p *jsonParser) object(depth int) (any, bool) {
 		if p.build {
 			m[k] = v
 		}
-		p.space()
-		if p.i >= len(p.b) {
+		if end, ok := p.sep('}'); !ok {
 			return nil, false
-		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-			p.space()
-		case '}':
-			p.i++
+		} else if end {
 			return m, true
-		default:
-			return nil, false
 		}
 	}
+}
+
+// sep consumes what follows a member or an element: a comma, or close,
+// which ends the object or array (end). ok is false for anything else.
+func (p *jsonParser) sep(close byte) (end, ok bool) {
+	p.space()
+	if p.i >= len(p.b) {
+		return false, false
+	}
+	switch p.b[p.i] {
+	case ',':
+		p.i++
+		p.space()
+		return false, true
+	case close:
+		p.i++
+		return true, true
+	}
+	return false, false
 }
 
 func (p *jsonParser) array(depth int) (any, bool) {
@@ -178,19 +188,10 @@ func (p *jsonParser) array(depth int) (any, bool) {
 		if p.build {
 			l = append(l, v)
 		}
-		p.space()
-		if p.i >= len(p.b) {
+		if end, ok := p.sep(']'); !ok {
 			return nil, false
-		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-			p.space()
-		case ']':
-			p.i++
+		} else if end {
 			return l, true
-		default:
-			return nil, false
 		}
 	}
 }

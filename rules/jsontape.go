@@ -272,6 +272,15 @@ func special8(x uint64) uint64 {
 	return ((q-lo)&^q | (bs-lo)&^bs | (x - lo*0x20) | x) & hi
 }
 
+// skipDigits returns the offset of the first byte at or after i that is
+// not an ASCII digit.
+func skipDigits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
+}
+
 // scanNumber validates the number starting at b[i], as jsonParser.number
 // does, and returns the offset just past it.
 func scanNumber(b []byte, i int) (int, bool) {
@@ -286,21 +295,14 @@ func scanNumber(b []byte, i int) (int, bool) {
 	case c == '0':
 		i++
 	case c >= '1' && c <= '9':
-		i++
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
+		i = skipDigits(b, i+1)
 	default:
 		return 0, false
 	}
 	hasExp := false
 	if i < len(b) && b[i] == '.' {
-		i++
-		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		d := i + 1
+		if i = skipDigits(b, d); i == d {
 			return 0, false
 		}
 	}
@@ -311,10 +313,7 @@ func scanNumber(b []byte, i int) (int, bool) {
 			i++
 		}
 		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		if i = skipDigits(b, d); i == d {
 			return 0, false
 		}
 	}

@@ -272,8 +272,18 @@ func appendFloat(buf []byte, f float64) ([]byte, error) {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD;
-// U+2028 and U+2029 are escaped so that the output is also valid JavaScript.
+// AppendJSONString appends s as a JSON string, byte for byte as
+// encoding/json writes it with HTML escaping off (json.Encoder with
+// SetEscapeHTML(false)): invalid UTF-8 becomes U+FFFD, U+2028 and U+2029 are
+// escaped so that the output is also valid JavaScript, and < > & are kept.
+// It is eventtap's one JSON string escaper: event data and the webhook
+// payload's envelope (outbox) both use it, so that a payload never mixes
+// two escaping styles. Safe for concurrent use; it allocates only to grow buf.
+func AppendJSONString(buf []byte, s string) []byte {
+	return appendString(buf, s)
+}
+
+// appendString is AppendJSONString.
 func appendString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
 	start := 0
@@ -294,6 +304,10 @@ func appendString(buf []byte, s string) []byte {
 				buf = append(buf, '\\', 'r')
 			case '\t':
 				buf = append(buf, '\\', 't')
+			case '\b':
+				buf = append(buf, '\\', 'b')
+			case '\f':
+				buf = append(buf, '\\', 'f')
 			default:
 				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 			}

@@ -1,7 +1,6 @@
 package watch
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/eventtap/eventtap/internal/testkit"
 	"github.com/eventtap/eventtap/rules"
 )
 
@@ -37,28 +37,10 @@ const invalidRules = `rules:
     subject: response.body.id
 `
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	w    *Watcher
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *testkit.SyncBuffer
 	file string
 }
 
@@ -80,7 +62,7 @@ func newFixture(t *testing.T, file, content string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{reg: prometheus.NewRegistry(), logs: &syncBuffer{}, file: file}
+	f := &fixture{reg: prometheus.NewRegistry(), logs: &testkit.SyncBuffer{}, file: file}
 	logger := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.w, err = New(logger, f.reg, initial, []string{file}, load)
 	if err != nil {
@@ -118,18 +100,6 @@ func (f *fixture) count(result string) float64 {
 	return testutil.ToFloat64(f.w.reloads.WithLabelValues(result))
 }
 
-// eventually waits until cond holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func routes(w *Watcher, path string) bool {
 	_, ok := w.Route("POST", path)
 	return ok
@@ -157,7 +127,7 @@ func TestRunReloadsOnFileChange(t *testing.T) {
 
 	// Rename-and-replace, as editors save.
 	replaceFile(t, f.file, rulesFor("/b"))
-	eventually(t, "the new rules are active", func() bool { return routes(f.w, "/b") })
+	testkit.Eventually(t, 5*time.Second, "the new rules are active", func() bool { return routes(f.w, "/b") })
 	if routes(f.w, "/a") {
 		t.Fatal("old rules still active")
 	}
@@ -167,7 +137,7 @@ func TestRunReloadsOnFileChange(t *testing.T) {
 	if err := os.WriteFile(f.file, []byte(invalidRules), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the failure is counted", func() bool { return f.count("failure") == 1 })
+	testkit.Eventually(t, 5*time.Second, "the failure is counted", func() bool { return f.count("failure") == 1 })
 	if !routes(f.w, "/b") {
 		t.Fatal("a failed reload replaced the rules")
 	}
@@ -179,7 +149,7 @@ func TestRunReloadsOnFileChange(t *testing.T) {
 	if err := os.WriteFile(f.file, []byte(rulesFor("/c")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the fixed rules are active", func() bool { return routes(f.w, "/c") })
+	testkit.Eventually(t, 5*time.Second, "the fixed rules are active", func() bool { return routes(f.w, "/c") })
 	if got := f.count("success"); got != 2 {
 		t.Fatalf("successes = %v, want 2", got)
 	}
@@ -224,7 +194,7 @@ func TestRunConfigMapSwap(t *testing.T) {
 	mustDo(os.Symlink("..v2", filepath.Join(dir, "..data_tmp")))
 	mustDo(os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
 	mustDo(os.RemoveAll(filepath.Join(dir, "..v1")))
-	eventually(t, "the swapped rules are active", func() bool { return routes(f.w, "/b") })
+	testkit.Eventually(t, 5*time.Second, "the swapped rules are active", func() bool { return routes(f.w, "/b") })
 }
 
 func TestRunSIGHUP(t *testing.T) {
@@ -240,7 +210,7 @@ func TestRunSIGHUP(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "SIGHUP reloads", func() bool { return loads.Load() == 1 && f.count("success") == 1 })
+	testkit.Eventually(t, 5*time.Second, "SIGHUP reloads", func() bool { return loads.Load() == 1 && f.count("success") == 1 })
 }
 
 func TestReload(t *testing.T) {
