@@ -42,6 +42,10 @@ func TestChangedSemantics(t *testing.T) {
 			[]want{{`"B"`, `"C"`}}},
 		{"back and forth", [][]rules.Event{{stateEvent("1", "k1", `1`)}, {stateEvent("1", "k1", `2`)}, {stateEvent("1", "k1", `1`)}},
 			[]want{{`1`, `2`}, {`2`, `1`}}},
+		{"null neither records nor fires", [][]rules.Event{{stateEvent("1", "k1", `null`)}, {stateEvent("1", "k1", `"OPEN"`)}, {stateEvent("1", "k1", `null`)}, {stateEvent("1", "k1", `"PAID"`)}},
+			[]want{{`"OPEN"`, `"PAID"`}}},
+		{"null in a batch keeps the chain", [][]rules.Event{{stateEvent("1", "k1", `"OPEN"`), stateEvent("1", "k1", `null`), stateEvent("1", "k1", `"PAID"`), stateEvent("2", "k2", `"X"`)}},
+			[]want{{`"OPEN"`, `"PAID"`}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
