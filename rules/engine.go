@@ -61,6 +61,25 @@ func (e *Engine) Names() []string {
 	return out
 }
 
+// RuleInfo names a rule and the event type it emits.
+type RuleInfo struct {
+	Name, Event string
+}
+
+// Rules returns every rule's name and event type, in file order, so that
+// per-rule metrics can exist at 0 before the first event or error. The
+// caller may modify the result.
+func (e *Engine) Rules() []RuleInfo {
+	if e == nil {
+		return nil
+	}
+	out := make([]RuleInfo, len(e.rules))
+	for i, r := range e.rules {
+		out[i] = RuleInfo{Name: r.name, Event: r.event}
+	}
+	return out
+}
+
 func (e *Engine) buildRoutes() {
 	for rank, r := range e.rules {
 		for _, m := range r.methods {
