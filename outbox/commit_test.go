@@ -314,3 +314,41 @@ func TestCommitRefusesOverlongSubject(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "39 deliveries", func() bool { return rc.count() == 39 })
 }
+
+// TestSetRulesInitialisesEventCounters: every rule's
+// eventtap_events_total{type,rule} exists at 0, and a rule removed (or
+// given another type) loses its series.
+func TestSetRulesInitialisesEventCounters(t *testing.T) {
+	o := openTest(t)
+	series := func() []string {
+		mfs, err := o.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, mf := range mfs {
+			if mf.GetName() != "eventtap_events_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					labels[lp.GetName()] = lp.GetValue()
+				}
+				out = append(out, fmt.Sprintf("%s/%s=%v", labels["rule"], labels["type"], m.GetCounter().GetValue()))
+			}
+		}
+		return out
+	}
+	o.SetRules([]rules.RuleInfo{{Name: "a", Event: "ORDER_CREATED"}, {Name: "b", Event: "ORDER_UPDATED"}})
+	if got := strings.Join(series(), " "); got != "a/ORDER_CREATED=0 b/ORDER_UPDATED=0" {
+		t.Fatalf("after the first set: %s", got)
+	}
+	ev := event("ORDER_CREATED", "1", `{}`)
+	ev.Rule = "a"
+	o.commit(t, ev)
+	o.SetRules([]rules.RuleInfo{{Name: "a", Event: "ORDER_CREATED"}, {Name: "b", Event: "ORDER_CANCELED"}, {Name: "c", Event: "ORDER_UPDATED"}})
+	if got := strings.Join(series(), " "); got != "a/ORDER_CREATED=1 b/ORDER_CANCELED=0 c/ORDER_UPDATED=0" {
+		t.Fatalf("after the reload: %s", got)
+	}
+}
