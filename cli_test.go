@@ -86,6 +86,31 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("POST /orders through the demo: %d", resp.StatusCode)
 	}
 	waitFor("receiver: verified ORDER_CREATED")
+	// The walkthrough the banner prints: OPEN->PAID on the first PATCH, and
+	// a change made straight in the API noticed on the next read.
+	send := func(method, url, body string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d", method, url, resp.StatusCode)
+		}
+	}
+	send(http.MethodPatch, "http://"+o.proxy+"/orders/1", `{"status":"PAID"}`)
+	waitFor(`"change":{"previous":"OPEN","current":"PAID"}`)
+	send(http.MethodPatch, "http://"+o.api+"/orders/1", `{"status":"SHIPPED"}`)
+	send(http.MethodGet, "http://"+o.proxy+"/orders/1", "")
+	waitFor(`"change":{"previous":"PAID","current":"SHIPPED"}`)
+	for _, step := range []string{"/orders -H", "/orders/1 -H", "http://" + o.api + "/orders/1 -H", "curl -s http://" + o.proxy + "/orders/1\n"} {
+		if !strings.Contains(out.String(), step) {
+			t.Errorf("the banner lacks the walkthrough step %q", step)
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -202,7 +202,7 @@ func registerDemoHooks(ctx context.Context, o demoOptions, token string, rc *rec
 }
 
 func printDemoBanner(w io.Writer, o demoOptions, cfgPath string) {
-	p, a := "http://"+o.proxy, "http://"+o.admin
+	p, a, api := "http://"+o.proxy, "http://"+o.admin, "http://"+o.api
 	lines := []string{
 		"",
 		"eventtap demo is running.",
@@ -212,10 +212,21 @@ func printDemoBanner(w io.Writer, o demoOptions, cfgPath string) {
 		"  webhook receiver      http://" + o.receiver + "   (verifies signatures, prints deliveries)",
 		"  config                " + cfgPath,
 		"",
-		"Try:",
+		"Try (the receiver prints each delivery):",
+		"  # ORDER_CREATED; the status OPEN is recorded for order 1",
 		"  curl -s -X POST " + p + "/orders -H 'content-type: application/json' -d '{\"customer\":\"ada\",\"total\":42}'",
+		"  # ORDER_STATUS_CHANGED OPEN -> PAID, on the first update",
 		"  curl -s -X PATCH " + p + "/orders/1 -H 'content-type: application/json' -d '{\"status\":\"PAID\"}'",
-		"  curl -s -X PATCH " + p + "/orders/1 -H 'content-type: application/json' -d '{\"status\":\"SHIPPED\"}'",
+		"  # change the order straight in the API, behind the sidecar's back: nothing yet...",
+		"  curl -s -X PATCH " + api + "/orders/1 -H 'content-type: application/json' -d '{\"status\":\"SHIPPED\"}'",
+		"  # ...the next read through the sidecar notices it: ORDER_STATUS_CHANGED PAID -> SHIPPED",
+		"  curl -s " + p + "/orders/1",
+		"  # reading again, or listing, fires nothing: nothing changed",
+		"  curl -s " + p + "/orders",
+		"  # a list shows many orders: one event per order whose status changed",
+		"  curl -s -X POST " + p + "/orders -H 'content-type: application/json' -d '{\"customer\":\"bob\"}'",
+		"  curl -s -X PATCH " + api + "/orders/2 -H 'content-type: application/json' -d '{\"status\":\"PAID\"}'",
+		"  curl -s " + p + "/orders",
 		"  curl -s -X POST " + p + "/orders/1/shipments",
 		"  curl -s -X DELETE " + p + "/shipments/shp_1",
 		"  curl -s -X POST " + p + "/orders/1/cancel",

@@ -342,7 +342,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("webhook-id %q != payload id %q", created.header.Get("webhook-id"), created.payload.ID)
 	}
 
-	// The same status twice, then a new one: exactly one ORDER_STATUS_CHANGED.
+	// The same status twice, then a new one: the create recorded OPEN, so
+	// exactly two ORDER_STATUS_CHANGED, OPEN->PAID and PAID->SHIPPED.
 	for _, s := range []string{"PAID", "PAID", "SHIPPED"} {
 		if code, body := do(t, http.MethodPatch, sc.proxyURL+"/orders/1", `{"status":"`+s+`"}`); code != http.StatusOK {
 			t.Fatalf("PATCH: %d %s", code, body)
@@ -352,14 +353,16 @@ func TestEndToEnd(t *testing.T) {
 	if code, _ := do(t, http.MethodPatch, sc.proxyURL+"/orders/999", `{"status":"LOST"}`); code != http.StatusNotFound {
 		t.Fatalf("PATCH unknown order: %d", code)
 	}
-	rc.waitFor(t, "ORDER_STATUS_CHANGED", 1)
-	time.Sleep(300 * time.Millisecond) // room for a wrong second event to arrive
-	changed := rc.of("ORDER_STATUS_CHANGED")
-	if len(changed) != 1 {
-		t.Fatalf("ORDER_STATUS_CHANGED deliveries = %d, want 1", len(changed))
+	changed := rc.waitFor(t, "ORDER_STATUS_CHANGED", 2)
+	time.Sleep(300 * time.Millisecond) // room for a wrong third event to arrive
+	if changed = rc.of("ORDER_STATUS_CHANGED"); len(changed) != 2 {
+		t.Fatalf("ORDER_STATUS_CHANGED deliveries = %d, want 2", len(changed))
 	}
-	if ch := changed[0].payload.Change; ch == nil || ch.Previous != "PAID" || ch.Current != "SHIPPED" {
+	if ch := changed[0].payload.Change; ch == nil || ch.Previous != "OPEN" || ch.Current != "PAID" {
 		t.Errorf("change = %s", changed[0].body)
+	}
+	if ch := changed[1].payload.Change; ch == nil || ch.Previous != "PAID" || ch.Current != "SHIPPED" {
+		t.Errorf("change = %s", changed[1].body)
 	}
 
 	// Editing the rules file changes behaviour without a restart.
@@ -431,7 +434,7 @@ func TestEndToEnd(t *testing.T) {
 		want   float64
 	}{
 		{`eventtap_events_total{rule="order-created",type="ORDER_CREATED"}`, 1},
-		{`eventtap_events_total{rule="order-status-changed",type="ORDER_STATUS_CHANGED"}`, 1},
+		{`eventtap_events_total{rule="order-status-changed",type="ORDER_STATUS_CHANGED"}`, 2},
 		{`eventtap_proxy_requests_total{code="201",method="POST",route="/orders"}`, 1},
 		{`eventtap_delivery_attempts_total{outcome="success",type="ORDER_CREATED"}`, 1},
 	} {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/eventtap/eventtap/rules"
 )
@@ -50,22 +51,28 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s %s -> %d: captured (route %s)\n\n", ex.Request.Method, ex.Request.Path, ex.Response.Status, route)
 	fired, failed := 0, 0
 	for _, o := range eng.Explain(ex) {
+		if o.Items != nil {
+			// A rule with each: one line per element.
+			fmt.Fprintf(stdout, "rule %s: each gave %d element(s)\n", o.Rule, len(o.Items))
+			for i, it := range o.Items {
+				printOutcome(stdout, fmt.Sprintf("  [%d]", i), it)
+			}
+			switch o.Result {
+			case rules.Fired:
+				fired++
+			case rules.Failed:
+				failed++
+				fmt.Fprintf(stdout, "  error: the rule emits nothing for this exchange: %v\n", o.Err)
+			}
+			continue
+		}
 		switch o.Result {
 		case rules.Fired:
 			fired++
-			ev := o.Event
-			fmt.Fprintf(stdout, "rule %s: emits %s for subject %q\n", o.Rule, ev.Type, ev.Subject)
-			fmt.Fprintf(stdout, "  data: %s\n", compactJSON(ev.Data))
-			if ev.State != nil {
-				fmt.Fprintf(stdout, "  changed: current value %s; fires only when it differs from the last value stored for this subject (the first sighting only records it)\n",
-					compactJSON(ev.State.Value))
-			}
 		case rules.Failed:
 			failed++
-			fmt.Fprintf(stdout, "rule %s: error: %v\n", o.Rule, o.Err)
-		default:
-			fmt.Fprintf(stdout, "rule %s: skipped, %s\n", o.Rule, o.Result)
 		}
+		printOutcome(stdout, "rule "+o.Rule, o)
 	}
 	if fired == 0 && failed == 0 {
 		fmt.Fprintln(stdout, "\nno rule emits an event")
@@ -74,6 +81,26 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printOutcome prints what a rule (or one element of its each) made of
+// the exchange, prefixed by who.
+func printOutcome(w io.Writer, who string, o rules.Outcome) {
+	indent := who[:len(who)-len(strings.TrimLeft(who, " "))] + "  "
+	switch o.Result {
+	case rules.Fired:
+		ev := o.Event
+		fmt.Fprintf(w, "%s: emits %s for subject %q\n", who, ev.Type, ev.Subject)
+		fmt.Fprintf(w, "%sdata: %s\n", indent, compactJSON(ev.Data))
+		if ev.State != nil {
+			fmt.Fprintf(w, "%schanged: current value %s; fires only when it differs from the last value stored for this subject (the first sighting only records it; null records nothing)\n",
+				indent, compactJSON(ev.State.Value))
+		}
+	case rules.Failed:
+		fmt.Fprintf(w, "%s: error: %v\n", who, o.Err)
+	default:
+		fmt.Fprintf(w, "%s: skipped, %s\n", who, o.Result)
+	}
 }
 
 func compactJSON(raw json.RawMessage) string {

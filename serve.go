@@ -154,6 +154,12 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 	if err != nil {
 		return err
 	}
+	// Every rule's counters exist at 0 from the start and after each
+	// reload (SPEC §6).
+	w.OnActivate(func(e *rules.Engine) {
+		px.SetRules(e.Names())
+		ob.SetRules(e.Rules())
+	})
 	adm, err := admin.New(cfg.Admin, logger, reg, ob, eventTypes, map[string]admin.Check{
 		"store":    ob.Ping,
 		"upstream": px.CheckUpstream,

@@ -541,51 +541,56 @@ func (w *txnWriter) discard() { w.txn.Discard() }
 // change is the `change` member of a payload.
 type change struct{ previous, current []byte }
 
-// applyState decides whether ev is emitted. Events without State always
-// are. For `changed` rules, the first sighting only records the value; an
-// equal value emits nothing; a different one emits with the change. The
+// applyState looks up the previous value of ev's `changed` state and
+// applies rules.DecideChange, which alone decides (see SPEC §3); the
+// outbox only stores values. Events without State are always emitted. The
 // stored value carries the time it was written so that retention can let
-// state of long-quiet subjects expire (see stateTTL).
+// state of long-quiet subjects expire (see stateTTL). Values written by
+// earlier events of the same batch are in c.states, so several events of
+// one batch for a subject chain: each compares with the one before.
 func (c *committer) applyState(b *batch, ev *rules.Event, now time.Time) (*change, bool, error) {
 	if ev.State == nil {
 		return nil, true, nil
 	}
-	cur := compactJSON(ev.State.Value)
-	var prev []byte
-	var prevWritten time.Time
-	found := false
-	if v, ok := c.states[ev.State.Key]; ok {
-		prev, found, prevWritten = v.value, true, v.written
-	} else {
-		item, err := c.snap.Get(stateKey(ev.State.Key))
-		switch {
-		case err == nil:
-			v, verr := item.ValueCopy(nil)
-			if verr != nil {
-				return nil, false, verr
-			}
-			if len(v) >= 8 {
-				prevWritten = time.Unix(int64(beUint64(v[:8])), 0)
-				prev, found = v[8:], true
-			}
-		case !errors.Is(err, badger.ErrKeyNotFound):
-			return nil, false, err
-		}
-	}
-	if found && bytes.Equal(prev, cur) {
-		// Refresh now and then so that a subject seen often keeps its state.
-		if now.Sub(prevWritten) > c.o.stateRefresh() {
-			return nil, false, c.writeState(b, ev.State.Key, cur, now)
-		}
-		return nil, false, nil
-	}
-	if err := c.writeState(b, ev.State.Key, cur, now); err != nil {
+	cur := rules.CanonicalValue(ev.State.Value)
+	prev, prevWritten, found, err := c.lookupState(ev.State.Key)
+	if err != nil {
 		return nil, false, err
 	}
-	if !found {
+	decision := rules.DecideChange(prev, found, cur)
+	switch {
+	case decision.Record():
+		if err := c.writeState(b, ev.State.Key, cur, now); err != nil {
+			return nil, false, err
+		}
+	case decision == rules.ChangeSame && now.Sub(prevWritten) > c.o.stateRefresh():
+		// Refresh now and then so that a subject seen often keeps its state.
+		return nil, false, c.writeState(b, ev.State.Key, prev, now)
+	}
+	if !decision.Fire() {
 		return nil, false, nil
 	}
 	return &change{previous: prev, current: cur}, true, nil
+}
+
+// lookupState returns the last value stored for key: from the overlay of
+// values written since the snapshot, else from the snapshot.
+func (c *committer) lookupState(key string) (value []byte, written time.Time, found bool, err error) {
+	if v, ok := c.states[key]; ok {
+		return v.value, v.written, true, nil
+	}
+	item, err := c.snap.Get(stateKey(key))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil, time.Time{}, false, nil
+	case err != nil:
+		return nil, time.Time{}, false, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil || len(v) < 8 {
+		return nil, time.Time{}, false, err
+	}
+	return v[8:], time.Unix(int64(beUint64(v[:8])), 0), true, nil
 }
 
 // stateTTL is how long the value of a `changed` rule is kept after it was
@@ -682,19 +687,6 @@ func appendJSONValue(buf []byte, v []byte) []byte {
 	if err := json.Compact(out, v); err != nil {
 		out.Truncate(len(buf))
 		return appendJSONString(out.Bytes(), string(v))
-	}
-	return out.Bytes()
-}
-
-// compactJSON normalizes a `changed` value so that formatting differences
-// are not mistaken for changes.
-func compactJSON(v []byte) []byte {
-	var out bytes.Buffer
-	if len(bytes.TrimSpace(v)) == 0 {
-		return []byte("null")
-	}
-	if err := json.Compact(&out, v); err != nil {
-		return bytes.Clone(v)
 	}
 	return out.Bytes()
 }

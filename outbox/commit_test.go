@@ -42,6 +42,10 @@ func TestChangedSemantics(t *testing.T) {
 			[]want{{`"B"`, `"C"`}}},
 		{"back and forth", [][]rules.Event{{stateEvent("1", "k1", `1`)}, {stateEvent("1", "k1", `2`)}, {stateEvent("1", "k1", `1`)}},
 			[]want{{`1`, `2`}, {`2`, `1`}}},
+		{"null neither records nor fires", [][]rules.Event{{stateEvent("1", "k1", `null`)}, {stateEvent("1", "k1", `"OPEN"`)}, {stateEvent("1", "k1", `null`)}, {stateEvent("1", "k1", `"PAID"`)}},
+			[]want{{`"OPEN"`, `"PAID"`}}},
+		{"null in a batch keeps the chain", [][]rules.Event{{stateEvent("1", "k1", `"OPEN"`), stateEvent("1", "k1", `null`), stateEvent("1", "k1", `"PAID"`), stateEvent("2", "k2", `"X"`)}},
+			[]want{{`"OPEN"`, `"PAID"`}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -309,4 +313,42 @@ func TestCommitRefusesOverlongSubject(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "39 deliveries", func() bool { return rc.count() == 39 })
+}
+
+// TestSetRulesInitialisesEventCounters: every rule's
+// eventtap_events_total{type,rule} exists at 0, and a rule removed (or
+// given another type) loses its series.
+func TestSetRulesInitialisesEventCounters(t *testing.T) {
+	o := openTest(t)
+	series := func() []string {
+		mfs, err := o.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, mf := range mfs {
+			if mf.GetName() != "eventtap_events_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					labels[lp.GetName()] = lp.GetValue()
+				}
+				out = append(out, fmt.Sprintf("%s/%s=%v", labels["rule"], labels["type"], m.GetCounter().GetValue()))
+			}
+		}
+		return out
+	}
+	o.SetRules([]rules.RuleInfo{{Name: "a", Event: "ORDER_CREATED"}, {Name: "b", Event: "ORDER_UPDATED"}})
+	if got := strings.Join(series(), " "); got != "a/ORDER_CREATED=0 b/ORDER_UPDATED=0" {
+		t.Fatalf("after the first set: %s", got)
+	}
+	ev := event("ORDER_CREATED", "1", `{}`)
+	ev.Rule = "a"
+	o.commit(t, ev)
+	o.SetRules([]rules.RuleInfo{{Name: "a", Event: "ORDER_CREATED"}, {Name: "b", Event: "ORDER_CANCELED"}, {Name: "c", Event: "ORDER_UPDATED"}})
+	if got := strings.Join(series(), " "); got != "a/ORDER_CREATED=1 b/ORDER_CANCELED=0 c/ORDER_UPDATED=0" {
+		t.Fatalf("after the reload: %s", got)
+	}
 }

@@ -3,9 +3,12 @@ package outbox
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventtap/eventtap/rules"
 )
 
 // metrics are the outbox's Prometheus collectors (names and labels are fixed
@@ -21,6 +24,33 @@ type metrics struct {
 	lag            *prometheus.HistogramVec
 	failed         *prometheus.CounterVec
 	webhooks       *prometheus.GaugeVec
+
+	// rules are the rules whose event series exist (see SetRules).
+	rulesMu sync.Mutex
+	rules   map[rules.RuleInfo]bool
+}
+
+// SetRules makes eventtap_events_total{type,rule} exist at 0 for every
+// rule with the type it emits, and deletes the series of rules (or rule
+// and type pairs) no longer in the set (SPEC §6). Call it with the active
+// rules at start and after each reload. An event of the previous set still
+// being committed may bring back a removed rule's series until the next
+// call.
+func (o *Outbox) SetRules(rs []rules.RuleInfo) {
+	m := o.metrics
+	m.rulesMu.Lock()
+	defer m.rulesMu.Unlock()
+	next := make(map[rules.RuleInfo]bool, len(rs))
+	for _, r := range rs {
+		next[r] = true
+		m.events.WithLabelValues(r.Event, r.Name)
+	}
+	for r := range m.rules {
+		if !next[r] {
+			m.events.DeleteLabelValues(r.Event, r.Name)
+		}
+	}
+	m.rules = next
 }
 
 // newMetrics registers the outbox's metrics. The per-webhook counters of a

@@ -37,6 +37,9 @@ type metrics struct {
 	droppedOutbox  prometheus.Counter
 	droppedPanic   prometheus.Counter
 	ruleErrors     *prometheus.CounterVec
+	// ruleNames are the rules whose error series exist (see SetRules).
+	ruleMu    sync.Mutex
+	ruleNames map[string]bool
 
 	// The per-request children are looked up in copy-on-write maps: a
 	// lock-free read per request instead of the vector's label hashing and
@@ -90,6 +93,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// SetRules makes eventtap_rule_errors_total{rule} exist at 0 for every
+// name, and deletes the series of rules no longer in the set (SPEC §6), so
+// that dashboards and rate() alerts see every rule from the first scrape.
+// Call it with the names of the active rules at start and after each
+// reload. An evaluation by the previous set still in flight may bring back
+// a removed rule's series until the next call.
+func (p *Proxy) SetRules(names []string) {
+	m := p.m
+	m.ruleMu.Lock()
+	defer m.ruleMu.Unlock()
+	next := make(map[string]bool, len(names))
+	for _, n := range names {
+		next[n] = true
+		m.ruleErrors.WithLabelValues(n)
+	}
+	for n := range m.ruleNames {
+		if !next[n] {
+			m.ruleErrors.DeleteLabelValues(n)
+		}
+	}
+	m.ruleNames = next
 }
 
 // observe records one finished request. method must come from methodLabel.

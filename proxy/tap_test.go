@@ -494,3 +494,40 @@ func TestNewRejectsBadInput(t *testing.T) {
 		t.Error("nil rules accepted")
 	}
 }
+
+// TestSetRulesInitialisesRuleErrors: every rule's
+// eventtap_rule_errors_total{rule} exists at 0, and a removed rule loses
+// its series.
+func TestSetRulesInitialisesRuleErrors(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	count := func(rule string) (float64, bool) {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "eventtap_rule_errors_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == rule {
+					return m.GetCounter().GetValue(), true
+				}
+			}
+		}
+		return 0, false
+	}
+	e.p.SetRules([]string{"a", "b"})
+	for _, r := range []string{"a", "b"} {
+		if v, ok := count(r); !ok || v != 0 {
+			t.Errorf("rule %s: %v present %v, want 0", r, v, ok)
+		}
+	}
+	e.p.SetRules([]string{"a", "c"})
+	if _, ok := count("b"); ok {
+		t.Error("a removed rule kept its series")
+	}
+	if v, ok := count("c"); !ok || v != 0 {
+		t.Errorf("rule c: %v present %v, want 0", v, ok)
+	}
+}

@@ -162,3 +162,24 @@ func BenchmarkNewEnv(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEvaluateEach1000 evaluates GET /orders answering a list of
+// 1,000 orders (about 61 KiB) against the `each` rule of README's list
+// example: match, subject, changed and data once per element, 1,000
+// candidate events.
+func BenchmarkEvaluateEach1000(b *testing.B) {
+	e := mustCompile(b, eachRules)
+	body := ordersList(MaxEachElements, func(i int) string { return [...]string{"OPEN", "PAID", "SHIPPED"}[i%3] })
+	ex := exch("GET", "/orders", 200, "", body)
+	evs, errs := e.Evaluate(ex)
+	if len(evs) != MaxEachElements || len(errs) != 0 {
+		b.Fatalf("%d events, errors %v", len(evs), errs)
+	}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	cpu := startCPU()
+	for b.Loop() {
+		e.Evaluate(ex)
+	}
+	cpu.report(b)
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eventtap/eventtap/configerr"
@@ -269,7 +270,7 @@ func (c *compiler) compile(node *yaml.Node, eventTypes []string) *Engine {
 
 // Rule keys, in the order messages list them.
 var (
-	ruleKeys = []string{"name", "event", "when", "subject", "data", "changed"}
+	ruleKeys = []string{"name", "event", "when", "subject", "data", "changed", "each"}
 	whenKeys = []string{"method", "path", "status", "match"}
 )
 
@@ -335,25 +336,40 @@ func (c *compiler) rule(n *yaml.Node, eventTypes []string) (*rule, *yaml.Node) {
 	if len(r.paths) == 0 {
 		captures = nil
 	}
+	// With `each`, the other expressions run once per element, which they
+	// see as item (typed as the list's elements when the checker knows
+	// them); their cost is tracked, so that the cost limit bounds the
+	// rule's whole evaluation however long the list (see evalEach).
+	env, track := c.env, false
+	if ev := keys["each"]; ev != nil {
+		r.each, env = c.each(ev, keys["each:key"], captures)
+		track = true
+	}
 	if matchNode != nil {
-		r.match = c.expr(matchNode, matchKey, "when.match", exprBool, captures)
+		r.match = c.expr(env, matchNode, matchKey, "when.match", exprBool, captures, track)
 	}
 	if s := keys["subject"]; s != nil {
-		r.subject = c.expr(s, keys["subject:key"], "subject", exprSubject, captures)
+		r.subject = c.expr(env, s, keys["subject:key"], "subject", exprSubject, captures, track)
 	} else {
 		c.errorf(n, "%s: missing `subject:`, a CEL expression naming what the event is about, such as response.body.id or path.id", label)
 	}
 	if d := keys["data"]; d != nil {
-		r.data = c.expr(d, keys["data:key"], "data", exprAny, captures)
+		r.data = c.expr(env, d, keys["data:key"], "data", exprAny, captures, track)
 	} else {
-		r.data, _ = compileExpr(c.env, "data", "response.body", exprAny, captures)
+		// With each, an event is about one element: its data is that
+		// element, not the whole list once per element.
+		def := "response.body"
+		if keys["each"] != nil {
+			def = "item"
+		}
+		r.data, _ = compileExpr(env, "data", def, exprAny, captures, track)
 	}
 	if ch := keys["changed"]; ch != nil {
-		r.changed = c.expr(ch, keys["changed:key"], "changed", exprAny, captures)
+		r.changed = c.expr(env, ch, keys["changed:key"], "changed", exprAny, captures, track)
 	}
 	r.ok = len(c.errs) == before
 	if r.ok {
-		for _, x := range []*expr{r.match, r.subject, r.data, r.changed} {
+		for _, x := range []*expr{r.each, r.match, r.subject, r.data, r.changed} {
 			if x != nil {
 				r.needs |= x.needs
 			}
@@ -487,8 +503,9 @@ func (c *compiler) when(r *rule, n *yaml.Node, label string) (match, matchKey *y
 	return keys["match"], keys["match:key"]
 }
 
-// expr compiles the CEL expression in scalar node n (whose key node is key).
-func (c *compiler) expr(n, key *yaml.Node, name string, want exprKind, captures [][]string) *expr {
+// expr compiles the CEL expression in scalar node n (whose key node is key)
+// in env; track asks for its cost to be tracked (see compileExpr).
+func (c *compiler) expr(env *cel.Env, n, key *yaml.Node, name string, want exprKind, captures [][]string, track bool) *expr {
 	n = resolve(n)
 	if n.Kind != yaml.ScalarNode || isNull(n) {
 		at := n
@@ -498,12 +515,32 @@ func (c *compiler) expr(n, key *yaml.Node, name string, want exprKind, captures 
 		c.errorf(at, "%s: must be a CEL expression such as %s; found %s (quote it if it starts with [ or {)", name, want.example(), describe(n))
 		return nil
 	}
-	x, probs := compileExpr(c.env, name, n.Value, want, captures)
+	x, probs := compileExpr(env, name, n.Value, want, captures, track)
 	for _, p := range probs {
 		line, col := c.position(n, key, p.line, p.col)
 		c.errorAt(line, col, "%s", p.msg)
 	}
 	return x
+}
+
+// each compiles a rule's `each` and returns it with the environment of the
+// rule's other expressions: c.env plus item, typed as the list's elements
+// when the checker knows them, dyn otherwise (always the case for bodies).
+// The environment is returned even when each is wrong, so that the other
+// expressions are still checked.
+func (c *compiler) each(n, key *yaml.Node, captures [][]string) (*expr, *cel.Env) {
+	x := c.expr(c.env, n, key, "each", exprList, captures, true)
+	elem := cel.DynType
+	if x != nil && x.out != nil && x.out.Kind() == types.ListKind && len(x.out.Parameters()) == 1 {
+		elem = x.out.Parameters()[0]
+	}
+	env, err := c.env.Extend(cel.Variable("item", elem))
+	if err != nil {
+		// Only a bug in the declarations can get here.
+		c.errorf(n, "each: cannot declare item: %v", err)
+		return nil, c.env
+	}
+	return x, env
 }
 
 // statusSet is a set of HTTP status codes 0–639.

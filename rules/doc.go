@@ -12,8 +12,13 @@
 //     only on routes that matter and labels metrics with the rule's path
 //     template.
 //   - Engine.Evaluate runs the rules against a captured Exchange and returns
-//     candidate Events (with a State for `changed` rules; the outbox decides
-//     whether those fire) and an *EvalError per rule that failed.
+//     candidate Events (with a State for `changed` rules) and an *EvalError
+//     per rule that failed. Whoever stores `changed` values (the outbox)
+//     decides whether a candidate fires with DecideChange, the one place
+//     that decision is made.
+//   - A rule with `each` runs its other expressions once per element of a
+//     list, as the variable item (at most MaxEachElements, all of them
+//     under one cost budget), and emits one event per element that fires.
 //
 // CEL expressions see three variables: request {method, path, query,
 // headers, body}, response {status, headers, body} and path (the

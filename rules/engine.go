@@ -35,6 +35,7 @@ type rule struct {
 	subject     *expr
 	data        *expr
 	changed     *expr // nil: not a `changed` rule
+	each        *expr // nil: one event at most per exchange
 	needs       needs
 	ok          bool // compiled without problems
 }
@@ -56,6 +57,25 @@ func (e *Engine) Names() []string {
 	out := make([]string, len(e.rules))
 	for i, r := range e.rules {
 		out[i] = r.name
+	}
+	return out
+}
+
+// RuleInfo names a rule and the event type it emits.
+type RuleInfo struct {
+	Name, Event string
+}
+
+// Rules returns every rule's name and event type, in file order, so that
+// per-rule metrics can exist at 0 before the first event or error. The
+// caller may modify the result.
+func (e *Engine) Rules() []RuleInfo {
+	if e == nil {
+		return nil
+	}
+	out := make([]RuleInfo, len(e.rules))
+	for i, r := range e.rules {
+		out[i] = RuleInfo{Name: r.name, Event: r.event}
 	}
 	return out
 }
@@ -183,6 +203,12 @@ type Outcome struct {
 	Event *Event
 	// Err is an *EvalError, set when Result is Failed.
 	Err error
+	// Items is set for a rule with `each` that got as far as evaluating
+	// its list: one outcome per element, in list order (Rule is the
+	// rule's name in each). The rule's Result is then Fired when some
+	// element fired, NoMatch when none did, Failed when each or an
+	// element failed (the rule then emits nothing).
+	Items []Outcome
 }
 
 // Explain runs every rule against ex, exactly as Evaluate does, and says
@@ -248,6 +274,30 @@ func (e *Engine) eval(ex *Exchange, out *outcomes) {
 		if pv == nil || pv.tpl.raw != c.tpl.raw {
 			// Rules with the same template share their captures.
 			pv = &pathVar{tpl: c.tpl, path: ex.Request.Path}
+		}
+		if r.each != nil {
+			n := len(out.events)
+			var items *[]Outcome
+			var o Outcome
+			if all {
+				items = &o.Items
+			}
+			res, err := st.evalEach(r, pv, &out.events, items)
+			if res == Failed {
+				err = &EvalError{Rule: r.name, Err: err}
+				if !all {
+					out.events = out.events[:n]
+					out.errs = append(out.errs, err)
+				}
+			}
+			if all {
+				o.Rule, o.Result = r.name, res
+				if res == Failed {
+					o.Err = err
+				}
+				out.explain[c.index] = o
+			}
+			continue
 		}
 		var ev *Event
 		if all {
@@ -316,6 +366,9 @@ type evalState struct {
 	reqDoc, respDoc   jsonDoc
 	arena             jsonArena
 	act               activation
+	// spent is the CEL cost of the tracked evaluations so far (see
+	// evalEach).
+	spent uint64
 }
 
 // scratch is what an evaluation borrows from Engine.scratch: the scanners
@@ -622,7 +675,8 @@ var (
 // activation resolves the CEL variables of one rule.
 type activation struct {
 	st   *evalState
-	path any // *pathVar, or a map[string]string in tests
+	path any     // *pathVar, or a map[string]string in tests
+	item ref.Val // the element of each; nil for rules without each
 }
 
 // ResolveName implements interpreter.Activation.
@@ -634,6 +688,10 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return &a.st.response, true
 	case "path":
 		return a.path, true
+	case "item":
+		if a.item != nil {
+			return a.item, true
+		}
 	}
 	return nil, false
 }
@@ -653,12 +711,22 @@ func (s *evalState) evalRule(r *rule, path any) (*Event, Result, error) {
 
 // evalRuleInto is evalRule, filling in ev when the rule fires.
 func (s *evalState) evalRuleInto(r *rule, path any, ev *Event) (Result, error) {
+	s.initVars()
+	act := &s.act
+	*act = activation{st: s, path: path}
+	return s.evalOne(r, act, ev)
+}
+
+func (s *evalState) initVars() {
 	if s.request.st == nil {
 		s.request = exchangeVar{st: s}
 		s.response = exchangeVar{st: s, resp: true}
 	}
-	act := &s.act
-	*act = activation{st: s, path: path}
+}
+
+// evalOne runs r's match, subject, data and changed in act (once per
+// element for a rule with each), filling in ev when the rule fires.
+func (s *evalState) evalOne(r *rule, act *activation, ev *Event) (Result, error) {
 	if r.match != nil {
 		v, err := r.match.eval(act)
 		if err != nil {
@@ -694,9 +762,100 @@ func (s *evalState) evalRuleInto(r *rule, path any, ev *Event) (Result, error) {
 		if err != nil {
 			return Failed, fmt.Errorf("changed: %w", err)
 		}
-		ev.State = &State{Key: r.name + "\x00" + subject, Value: val}
+		ev.State = &State{Key: StateKey(r.name, subject), Value: val}
 	}
 	return Fired, nil
+}
+
+// eachDataSlack is how much event data a rule with each may produce on
+// one exchange beyond the size of the exchange's bodies: enough for data
+// built per element, not for a copy of the whole body per element.
+const eachDataSlack = 8 << 20
+
+// evalEach runs a rule with each: its list is evaluated once, then
+// match, subject, data and changed once per element, with item bound to
+// it; the events of the elements that fire are appended to events, in list
+// order. An error (each's or an element's) fails the whole rule, as a
+// failing expression fails any rule: the caller drops what was appended.
+// When items is not nil (Explain), every element's outcome is recorded,
+// also after a failure.
+//
+// Bounds: at most MaxEachElements elements; the cost of all the rule's
+// evaluations on the exchange together within costLimit (every expression
+// of the rule tracks its cost); the data of its events within the size of
+// the bodies plus eachDataSlack.
+func (s *evalState) evalEach(r *rule, path any, events *[]Event, items *[]Outcome) (Result, error) {
+	s.initVars()
+	act := &s.act
+	*act = activation{st: s, path: path}
+	s.spent = 0
+	v, err := r.each.eval(act)
+	if err != nil {
+		return Failed, fmt.Errorf("each: %w", err)
+	}
+	list, ok := v.(traits.Lister)
+	if !ok || v.Type() != types.ListType {
+		what := "a " + v.Type().TypeName()
+		if v == types.NullValue {
+			what = "null (no JSON body?)"
+		}
+		return Failed, fmt.Errorf("each: evaluated to %s, not a list; point it at an array, such as response.body or response.body.orders", what)
+	}
+	size, _ := list.Size().(types.Int)
+	n := int(size)
+	if n > MaxEachElements {
+		return Failed, fmt.Errorf("each: the list has %d elements, more than the %d a rule may evaluate on one exchange", n, MaxEachElements)
+	}
+	dataLeft := len(s.ex.Request.Body) + len(s.ex.Response.Body) + eachDataSlack
+	res := NoMatch
+	var failed error
+	for i := 0; i < n; i++ {
+		act.item = list.Get(types.Int(i))
+		var ev Event
+		ires, err := s.evalOne(r, act, &ev)
+		if err == nil && s.spent > costLimit {
+			ires, err = Failed, fmt.Errorf("the rule's expressions went over the cost limit of %d after %d of %d elements; make them cheaper, or filter the list in each", costLimit, i+1, n)
+		}
+		if ires == Fired {
+			if dataLeft -= len(ev.Data); dataLeft < 0 {
+				ires, err = Failed, fmt.Errorf("data: the events' data add up to more than the bodies plus %d MiB; use item, or a part of it, as data", eachDataSlack>>20)
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("each[%d]: %w", i, err)
+		}
+		if items != nil {
+			o := Outcome{Rule: r.name, Result: ires}
+			switch ires {
+			case Fired:
+				o.Event = &ev
+			case Failed:
+				o.Err = &EvalError{Rule: r.name, Err: err}
+			}
+			*items = append(*items, o)
+		}
+		switch ires {
+		case Fired:
+			if res != Failed {
+				res = Fired
+			}
+			if events != nil && items == nil {
+				*events = append(*events, ev)
+			}
+		case Failed:
+			if failed == nil {
+				res, failed = Failed, err
+			}
+			if items == nil {
+				return Failed, failed
+			}
+		}
+		if failed != nil && s.spent > costLimit {
+			break // the remaining elements would all fail the same way
+		}
+	}
+	act.item = nil
+	return res, failed
 }
 
 // encode evaluates x and returns its result as JSON (see appendJSON for
@@ -725,9 +884,15 @@ func (s *evalState) encode(x *expr, act *activation, canonical bool) (json.RawMe
 	return append(json.RawMessage(nil), out...), nil
 }
 
-// eval runs the program and turns CEL error values into Go errors.
-func (x *expr) eval(act interpreter.Activation) (ref.Val, error) {
-	v, _, err := x.prg.Eval(act)
+// eval runs the program and turns CEL error values into Go errors. The
+// cost of tracked programs is added to the evaluation's spent.
+func (x *expr) eval(act *activation) (ref.Val, error) {
+	v, det, err := x.prg.Eval(act)
+	if det != nil && act.st != nil {
+		if c := det.ActualCost(); c != nil {
+			act.st.spent += *c
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

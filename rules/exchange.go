@@ -11,6 +11,10 @@ import (
 // evaluates to more is a run-time error of that rule.
 const MaxSubjectBytes = 1024
 
+// MaxEachElements bounds the list of a rule's `each` (SPEC §3): a longer
+// list is a run-time error of that rule, which then emits nothing.
+const MaxEachElements = 1000
+
 // Exchange is one request/response pair captured by the proxy on a route
 // that some rule could match. The proxy builds it once per exchange and hands
 // it to Engine.Evaluate; nothing in it is modified afterwards, so it is safe

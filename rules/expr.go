@@ -65,6 +65,7 @@ type expr struct {
 	src   string
 	prg   cel.Program
 	needs needs
+	out   *cel.Type // the checker's type of the result
 }
 
 // problem is a compile problem located in an expression's source: line
@@ -77,8 +78,11 @@ type problem struct {
 // compileExpr compiles src and checks what it refers to. captures are the
 // capture names of each of the rule's path templates (nil when the rule has
 // no valid template, so that captures are not checked); key names the YAML
-// key for messages. It returns the compiled expression, or the problems found.
-func compileExpr(env *cel.Env, key, src string, want exprKind, captures [][]string) (*expr, []problem) {
+// key for messages. track makes the program track its cost (and apply
+// costLimit) even when it does not loop, so that its evaluations can be
+// added up (see evalEach). It returns the compiled expression, or the
+// problems found.
+func compileExpr(env *cel.Env, key, src string, want exprKind, captures [][]string, track bool) (*expr, []problem) {
 	if strings.TrimSpace(src) == "" {
 		return nil, []problem{{1, 0, fmt.Sprintf("%s: is empty; write a CEL expression such as %s", key, want.example())}}
 	}
@@ -96,7 +100,7 @@ func compileExpr(env *cel.Env, key, src string, want exprKind, captures [][]stri
 		return nil, probs
 	}
 	native := checked.NativeRep()
-	x := &expr{src: src}
+	x := &expr{src: src, out: checked.OutputType()}
 	var probs []problem
 	report := func(id int64, shift int, format string, args ...any) {
 		loc := native.SourceInfo().GetStartLocation(id)
@@ -108,6 +112,10 @@ func compileExpr(env *cel.Env, key, src string, want exprKind, captures [][]stri
 	case exprBool:
 		if k := out.Kind(); k != types.BoolKind && k != types.DynKind {
 			probs = append(probs, problem{1, 0, fmt.Sprintf("%s: must be true or false, but its type is %s; compare it, as in request.body.status == \"OPEN\"", key, cel.FormatCELType(out))})
+		}
+	case exprList:
+		if k := out.Kind(); k != types.ListKind && k != types.DynKind {
+			probs = append(probs, problem{1, 0, fmt.Sprintf("%s: must give a list, but its type is %s; point it at an array, such as response.body or response.body.orders", key, cel.FormatCELType(out))})
 		}
 	case exprSubject:
 		switch out.Kind() {
@@ -123,7 +131,7 @@ func compileExpr(env *cel.Env, key, src string, want exprKind, captures [][]stri
 	// number of steps (its length is limited), each linear in the captured
 	// bodies, so tracking its cost would only slow every evaluation down
 	// (by a third, measured on BenchmarkEvaluate20).
-	if len(ast.MatchDescendants(ast.NavigateAST(native), ast.KindMatcher(ast.ComprehensionKind))) > 0 {
+	if track || len(ast.MatchDescendants(ast.NavigateAST(native), ast.KindMatcher(ast.ComprehensionKind))) > 0 {
 		opts = append(opts, cel.CostLimit(costLimit))
 	}
 	prg, err := env.Program(checked, opts...)
@@ -141,6 +149,7 @@ const (
 	exprAny exprKind = iota
 	exprBool
 	exprSubject
+	exprList
 )
 
 func (k exprKind) example() string {
@@ -149,6 +158,8 @@ func (k exprKind) example() string {
 		return `request.body.status == "OPEN"`
 	case exprSubject:
 		return "response.body.id"
+	case exprList:
+		return "response.body.orders"
 	}
 	return "response.body"
 }
@@ -178,6 +189,9 @@ func calleeShift(src string, line, col int, msg string) int {
 // celMessage makes CEL's messages read like ours.
 func celMessage(m string) string {
 	m = strings.TrimSuffix(m, " (in container '')")
+	if strings.HasPrefix(m, "undeclared reference to 'item'") {
+		return "undeclared reference to 'item': item is the element of a rule's each; add `each:` with a list, such as response.body.orders, to evaluate the rule once per element"
+	}
 	if strings.HasPrefix(m, "undeclared reference to ") && !strings.Contains(m, "did you mean") {
 		m += "; the variables are request, response and path"
 	}

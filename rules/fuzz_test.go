@@ -99,6 +99,12 @@ const fuzzRules = `
   subject: path.id
   data: '[request.method, request.path, response.status, response.headers, request.query]'
   changed: 'response.body'
+- name: orders-listed
+  event: ORDER_STATUS_CHANGED
+  when: {method: [GET, POST], path: [/orders, '/orders/{id}'], match: 'type(item) == map && has(item.id)'}
+  each: 'type(response.body) == list ? response.body : [response.body]'
+  subject: item.id
+  changed: item.?status.orValue(null)
 `
 
 // FuzzEvaluate evaluates arbitrary exchanges against fuzzRules: no panic,
@@ -110,6 +116,7 @@ func FuzzEvaluate(f *testing.F) {
 	f.Add("PUT", "/v2/orders/%2F", 204, "a=1", "X-Tenant", "", []byte(``), []byte(``), true)
 	f.Add("POST", "/orders/o1/cancel", 202, "dry=0&dry=1", "", "", []byte(`[1,2`), []byte(`{"id":1e400}`), false)
 	f.Add("POST", "/orders/o1/shipments", 201, "", "", "", []byte(`{"carrier":"ups","items":[{"qty":1},{"qty":0},{"qty":"x"}]}`), []byte(`{"id":12.0}`), false)
+	f.Add("GET", "/orders", 200, "", "", "", []byte(``), []byte(`[{"id":1,"status":"OPEN"},{"id":"x"},null,{"id":{}},{"status":1}]`), false)
 	f.Add("DELETE", "/shipments/s1", 200, "%zz", "Content-Type", "text/plain", []byte("\xff"), []byte(`{"a":{"b":[null,true,"\u2028"]},"a":1}`), false)
 	f.Fuzz(func(t *testing.T, method, path string, status int, query, hname, hvalue string, reqBody, respBody []byte, truncated bool) {
 		ex := &Exchange{
@@ -143,12 +150,19 @@ func FuzzEvaluate(f *testing.F) {
 		// Explain agrees with Evaluate.
 		fired := 0
 		for _, o := range e.Explain(ex) {
-			if o.Result == Fired {
+			switch {
+			case o.Result == Fired && o.Items != nil:
+				for _, it := range o.Items {
+					if it.Result == Fired {
+						fired++
+					}
+				}
+			case o.Result == Fired:
 				fired++
 			}
 		}
 		if fired != len(evs) {
-			t.Fatalf("Explain fired %d rules, Evaluate %d", fired, len(evs))
+			t.Fatalf("Explain fired %d events, Evaluate %d", fired, len(evs))
 		}
 	})
 }

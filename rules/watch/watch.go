@@ -54,6 +54,9 @@ type Watcher struct {
 	loaded      prometheus.Gauge
 	lastSuccess prometheus.Gauge
 
+	// onActivate are called, under mu, with each set made active.
+	onActivate []func(*rules.Engine)
+
 	// ready, when set, is closed once Run has installed its signal
 	// handler and file watches (for tests).
 	ready chan struct{}
@@ -127,8 +130,22 @@ func (w *Watcher) Evaluate(ex *rules.Exchange) ([]rules.Event, []error) {
 	return w.Engine().Evaluate(ex)
 }
 
+// OnActivate calls fn with the active rules now and with every set a
+// reload makes active, one call at a time, so that per-rule state kept
+// elsewhere (the metrics of every rule existing at 0, SPEC §6) follows
+// the active set. fn must not call Reload.
+func (w *Watcher) OnActivate(fn func(*rules.Engine)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.onActivate = append(w.onActivate, fn)
+	fn(w.Engine())
+}
+
 func (w *Watcher) activate(e *rules.Engine) {
 	w.engine.Store(e)
+	for _, fn := range w.onActivate {
+		fn(e)
+	}
 	w.loaded.Set(float64(e.Len()))
 	w.lastSuccess.SetToCurrentTime()
 }

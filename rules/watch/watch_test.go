@@ -307,3 +307,26 @@ func TestConcurrentUse(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestOnActivateFollowsTheActiveSet: OnActivate sees the active rules at
+// once and every set a reload activates, never a refused one.
+func TestOnActivateFollowsTheActiveSet(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "rules.yaml"), rulesFor("/a"))
+	var seen []string
+	f.w.OnActivate(func(e *rules.Engine) {
+		_, a := e.Route("POST", "/a")
+		_, b := e.Route("POST", "/b")
+		seen = append(seen, fmt.Sprintf("%d:%v:%v", e.Len(), a, b))
+	})
+	replaceFile(t, f.file, invalidRules)
+	if err := f.w.Reload(); err == nil {
+		t.Fatal("invalid rules loaded")
+	}
+	replaceFile(t, f.file, rulesFor("/b"))
+	if err := f.w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(seen, " "); got != "1:true:false 1:false:true" {
+		t.Errorf("OnActivate saw %q", got)
+	}
+}
