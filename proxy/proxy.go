@@ -28,6 +28,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -114,10 +115,14 @@ type Proxy struct {
 
 	upstream     *url.URL
 	upstreamAddr string // host:port, for CheckUpstream
-	transport    *http.Transport
-	gp           *goproxy.ProxyHttpServer
-	rt           goproxy.RoundTripper
-	handler      http.Handler
+	// trusted are the peers whose X-Forwarded-* are kept (trusted_proxies).
+	trusted []netip.Prefix
+	// budget bounds the bodies captured by all exchanges in flight.
+	budget    captureBudget
+	transport *http.Transport
+	gp        *goproxy.ProxyHttpServer
+	rt        goproxy.RoundTripper
+	handler   http.Handler
 
 	// tasks counts the work that must end before Run returns: tapped
 	// requests, background commits and WebSocket sessions.
@@ -129,7 +134,7 @@ type Proxy struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	panicLog, outboxLog logLimiter
+	panicLog, outboxLog, budgetLog logLimiter
 }
 
 // New builds a Proxy for cfg. It registers its metrics on reg (a private
@@ -174,7 +179,16 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, r Rules, c 
 		idPrefix:     strconv.FormatUint(rand.Uint64()&0xffffffff, 36) + "-",
 		panicLog:     logLimiter{interval: 10 * time.Second},
 		outboxLog:    logLimiter{interval: 10 * time.Second},
+		budgetLog:    logLimiter{interval: 10 * time.Second},
 	}
+	for _, s := range cfg.TrustedProxies {
+		pf, err := parseTrusted(s)
+		if err != nil { // Validate already checked it
+			return nil, fmt.Errorf("proxy: trusted_proxies: %w", err)
+		}
+		p.trusted = append(p.trusted, pf)
+	}
+	p.budget.limit = cfg.CaptureBudgetBytes
 	p.rt = goproxy.RoundTripperFunc(p.roundTrip)
 	p.gp = p.newGoproxy()
 	p.handler = http.HandlerFunc(p.serve)
@@ -385,6 +399,7 @@ type bodyRequest struct {
 func (p *Proxy) forwardTapped(rw *responseWriter, r *http.Request, t *tap) {
 	p.tasks.add()
 	defer p.tasks.done()
+	defer t.res.unref()
 	out := r.WithContext(context.WithValue(r.Context(), tapKey{}, t))
 	if t.body != nil {
 		out.Body = t.body
