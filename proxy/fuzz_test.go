@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/eventtap/eventtap/rules"
+
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -91,6 +93,9 @@ func FuzzRequestTarget(f *testing.F) {
 			return // the server would have refused it
 		}
 		r.RemoteAddr = "192.0.2.1:1234"
+		if c := rules.CleanPath(requestPath(r)); rules.CleanPath(c) != c {
+			t.Fatalf("%q: the path rules match, %q, is not clean", target, c)
+		}
 		p.rewrite(r)
 		r.RequestURI = "" // as goproxy does before sending
 		var out bytes.Buffer

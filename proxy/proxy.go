@@ -339,7 +339,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	path := r.URL.Path
+	path := rules.CleanPath(requestPath(r))
 	route, tapped := p.route(r.Method, path)
 	label := routeOther
 	if tapped {
@@ -349,7 +349,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 
 	var t *tap
 	if tapped && !upgrade {
-		t = p.newTap(r, route, start)
+		t = p.newTap(r, route, path, start)
 	}
 	if t != nil {
 		p.forwardTapped(rw, r, t)
@@ -369,6 +369,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		rw.Flush()
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// requestPath returns the path of r as the client sent it, escaped: rules
+// match it as the upstream will understand it (rules.CleanPath), and the
+// decoded r.URL.Path cannot tell "a%2Fb" (one segment) from "a/b" (two).
+// Taking it from the request line costs no allocation.
+func requestPath(r *http.Request) string {
+	if p := originPath(r.RequestURI); p != "" {
+		return p
+	}
+	return r.URL.EscapedPath() // absolute-form, "//…", "*"
 }
 
 // forward forwards an untapped request. One with a body goes out as a

@@ -53,8 +53,10 @@ type tap struct {
 	res reservation
 }
 
-// newTap prepares the capture of r. A panic here costs the tap only.
-func (p *Proxy) newTap(r *http.Request, route string, start time.Time) (t *tap) {
+// newTap prepares the capture of r, whose path is path as rules.CleanPath
+// gives it: the form rules match and CEL shows as request.path. A panic
+// here costs the tap only.
+func (p *Proxy) newTap(r *http.Request, route, path string, start time.Time) (t *tap) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.tapPanic("capture", v, 1)
@@ -72,7 +74,7 @@ func (p *Proxy) newTap(r *http.Request, route string, start time.Time) (t *tap) 
 		id:    p.requestID(r),
 		req: rules.Request{
 			Method:   r.Method,
-			Path:     r.URL.Path,
+			Path:     path,
 			RawQuery: r.URL.RawQuery,
 			Header:   h,
 		},
