@@ -250,29 +250,36 @@ func CleanPath(path string) string {
 	return cleanPath(path)
 }
 
-// isClean reports whether CleanPath would return path unchanged.
+// isClean reports whether CleanPath would return path unchanged. It runs
+// on every request, so it searches with the strings package's vectorised
+// byte search instead of a loop over every byte.
 func isClean(p string) bool {
 	if len(p) <= 1 || p[0] != '/' {
 		return true
 	}
-	if p[len(p)-1] == '/' {
+	if p[len(p)-1] == '/' || strings.Contains(p, "//") {
 		return false
 	}
-	seg := 1 // start of the current segment
-	for i := 1; i < len(p); i++ {
-		switch p[i] {
-		case '/':
-			if isDotOrEmpty(p[seg:i]) {
-				return false
-			}
-			seg = i + 1
-		case '%':
-			if i+2 >= len(p) || p[i+1] != '2' || (p[i+2] != 'F' && p[i+2] != '5') {
-				return false
-			}
+	for rest := p; ; {
+		i := strings.Index(rest, "/.")
+		if i < 0 {
+			break
+		}
+		rest = rest[i+2:] // after "/."
+		if rest == "" || rest[0] == '/' || rest[0] == '.' && (len(rest) == 1 || rest[1] == '/') {
+			return false // "/." or "/.." as a whole segment
 		}
 	}
-	return !isDotOrEmpty(p[seg:])
+	for rest := p; ; {
+		i := strings.IndexByte(rest, '%')
+		if i < 0 {
+			return true
+		}
+		if i+2 >= len(rest) || rest[i+1] != '2' || (rest[i+2] != 'F' && rest[i+2] != '5') {
+			return false
+		}
+		rest = rest[i+3:]
+	}
 }
 
 func isDotOrEmpty(seg string) bool { return seg == "" || seg == "." || seg == ".." }
