@@ -9,8 +9,10 @@
 // never serves anything itself (no admin paths) and never tunnels (CONNECT is
 // refused).
 //
-// When some rule could match a request's METHOD+PATH (Rules.Route), the proxy
-// taps the exchange: it captures both bodies (up to max_capture_bytes), asks
+// When some rule could match a request's METHOD+PATH (Rules.Route, given the
+// path as the upstream understands it: rules.CleanPath), the proxy taps the
+// exchange: it captures both bodies (up to max_capture_bytes each, and up to
+// capture_budget_bytes for all exchanges in flight together), asks
 // Rules.Evaluate for candidate events and hands them to Committer.Commit,
 // before the response is released (durability: sync) or right after it
 // (durability: async). The tap fails open: a panic or an error in it never
@@ -47,8 +49,9 @@ import (
 // methods from many goroutines at once.
 type Rules interface {
 	// Route reports whether some rule could match a request with this method
-	// and decoded path, and if so the rule's path template, used as the
-	// metrics label. It is called for every request, so it must be cheap.
+	// and path (clean, as rules.CleanPath gives it), and if so the rule's
+	// path template, used as the metrics label. It is called for every
+	// request, so it must be cheap.
 	Route(method, path string) (route string, ok bool)
 	// Evaluate returns the candidate events for a captured exchange and one
 	// error per rule that failed at run time.
