@@ -118,7 +118,7 @@ func (t *tap) capture(resp *http.Response) *http.Response {
 	}
 	limit := t.p.cfg.MaxCaptureBytes
 	if isStream(resp.Header) || resp.ContentLength > limit {
-		t.stream(resp, nil, nil, false)
+		t.stream(resp, nil, nil, false, false)
 		return resp
 	}
 	body, overflow, spent, err := readCapped(resp.Body, resp.ContentLength, limit, &t.res)
@@ -126,7 +126,7 @@ func (t *tap) capture(resp *http.Response) *http.Response {
 		// Too big to hold the client for, past the capture budget, or
 		// broken off by the upstream: pass on what was read and the rest
 		// as it comes.
-		t.stream(resp, body, err, overflow)
+		t.stream(resp, body, err, overflow, spent)
 		return resp
 	}
 	end := time.Now()
@@ -157,12 +157,13 @@ func bodyless(resp *http.Response) bool {
 }
 
 // stream replaces resp.Body with a tee that passes the body through and
-// settles the exchange in the background when goproxy closes it.
-func (t *tap) stream(resp *http.Response, read []byte, err error, overflow bool) {
+// settles the exchange in the background when goproxy closes it. read is
+// what capture read ahead; spent means the budget refused memory for more.
+func (t *tap) stream(resp *http.Response, read []byte, err error, overflow, spent bool) {
 	limit := t.p.cfg.MaxCaptureBytes
 	b := &teeBody{t: t, resp: resp, rc: resp.Body, limit: limit, pending: read, err: err}
 	switch {
-	case t.res.spent.Load():
+	case spent:
 		// Past the budget: what was read is owed to the client, but
 		// nothing more is kept.
 		b.dropped, b.truncated = true, true
