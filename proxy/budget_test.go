@@ -268,3 +268,42 @@ func TestCaptureBudgetTake(t *testing.T) {
 		t.Errorf("used %d, peak %d", b.used.Load(), b.peak.Load())
 	}
 }
+
+// TestCaptureBudgetPerBody: a request body that found the budget spent does
+// not cost the response its capture once the budget is back.
+func TestCaptureBudgetPerBody(t *testing.T) {
+	const limit = 64 << 10
+	gotBody, answer := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		close(gotBody)
+		<-answer
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		_, _ = io.WriteString(w, `{"n":1}`+"\n")
+	}))
+	t.Cleanup(up.Close)
+	r := &fakeRules{routes: []fakeRoute{{method: "POST", prefix: "/", template: "/"}}}
+	e := newEnvFor(t, newUpstream(t), up.URL, r, nil, func(c *Config, _ *[]Option) {
+		c.MaxCaptureBytes, c.CaptureBudgetBytes = limit, limit
+	})
+	if !e.p.budget.take(limit) { // someone else holds it all
+		t.Fatal("budget not free")
+	}
+	go func() {
+		<-gotBody
+		e.p.budget.give(limit)
+		close(answer)
+	}()
+	resp, b := e.do(e.proxyURL, "POST", "/x", nil, bytes.NewReader([]byte(`{"a":1}`)))
+	if resp.StatusCode != http.StatusOK || string(b) != `{"n":1}`+"\n" {
+		t.Fatalf("client got %d %q", resp.StatusCode, b)
+	}
+	ex := r.waitExchanges(t, 1)[0]
+	if ex.Request.Body != nil || !ex.Request.Truncated {
+		t.Errorf("request body %q truncated %v, want null", ex.Request.Body, ex.Request.Truncated)
+	}
+	if string(ex.Response.Body) != `{"n":1}`+"\n" || ex.Response.Truncated {
+		t.Errorf("response body %q truncated %v, want it captured", ex.Response.Body, ex.Response.Truncated)
+	}
+	waitFor(t, "the budget to be given back", func() bool { return e.p.budget.used.Load() == 0 })
+}
