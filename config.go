@@ -293,7 +293,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, c := range n.Content {
-			d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+			item := fmt.Sprintf("%s[%d]", path, i)
+			d.keys[item] = c // so that "key[i]: …" points at the item
+			d.decode(c, s.Index(i), item)
 		}
 		v.Set(s)
 	default:

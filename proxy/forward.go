@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -55,7 +56,7 @@ func (p *Proxy) rewrite(r *http.Request) (upgrade bool) {
 			delete(r.Trailer, k)
 		}
 	}
-	addForwarded(r.Header, r.RemoteAddr, forwardedHost, r.TLS != nil)
+	addForwarded(r.Header, r.RemoteAddr, forwardedHost, r.TLS != nil, p.trustedPeer(r.RemoteAddr))
 	if _, ok := r.Header["User-Agent"]; !ok {
 		// Without this the transport would send its own User-Agent.
 		r.Header["User-Agent"] = []string{""}
@@ -196,16 +197,29 @@ func isWebSocketUpgrade(h http.Header) bool {
 	return headerHasToken(h["Connection"], "upgrade") && headerHasToken(h["Upgrade"], "websocket")
 }
 
-// addForwarded appends the client's address to X-Forwarded-For and sets
-// X-Forwarded-Host and X-Forwarded-Proto unless a proxy in front of this one
-// already set them: that proxy saw the original request, and the upstream
-// wants the host and scheme its users used. The three values share one
-// allocation.
-func addForwarded(h http.Header, remoteAddr, host string, tls bool) {
+// addForwarded sets the X-Forwarded-* headers the upstream gets.
+//
+// From a trusted peer (proxy.trusted_proxies), a proxy in front of this one
+// that saw the original request: the peer's address is appended to
+// X-Forwarded-For, and X-Forwarded-Host and X-Forwarded-Proto are kept when
+// it set them, since the upstream wants the host and scheme its users used.
+//
+// From any other peer the three headers say only what this proxy saw: the
+// peer's address, the Host it asked for and the scheme it used. Whatever the
+// client wrote in them is replaced, as nginx's real_ip module and Traefik's
+// trustedIPs do, so that a client cannot make the upstream build links to a
+// host of its choosing or log an address it made up. The three values share
+// one allocation.
+func addForwarded(h http.Header, remoteAddr, host string, tls, trusted bool) {
 	vals := make([]string, 3)
 	ip, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
 		ip = remoteAddr
+	}
+	if !trusted {
+		delete(h, "X-Forwarded-For")
+		delete(h, "X-Forwarded-Host")
+		delete(h, "X-Forwarded-Proto")
 	}
 	if ip != "" {
 		if prior, ok := h["X-Forwarded-For"]; ok && len(prior) > 0 {
@@ -225,6 +239,26 @@ func addForwarded(h http.Header, remoteAddr, host string, tls bool) {
 		}
 		h["X-Forwarded-Proto"] = vals[2:3:3]
 	}
+}
+
+// trustedPeer reports whether remoteAddr (ip:port, as net/http gives it) is
+// in proxy.trusted_proxies. With none configured, the default, it costs
+// nothing.
+func (p *Proxy) trustedPeer(remoteAddr string) bool {
+	if len(p.trusted) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, pf := range p.trusted {
+		if pf.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // tapKey is the context key under which a tapped request carries its *tap

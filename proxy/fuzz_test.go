@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/eventtap/eventtap/rules"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -90,6 +93,9 @@ func FuzzRequestTarget(f *testing.F) {
 			return // the server would have refused it
 		}
 		r.RemoteAddr = "192.0.2.1:1234"
+		if c := rules.CleanPath(requestPath(r)); rules.CleanPath(c) != c {
+			t.Fatalf("%q: the path rules match, %q, is not clean", target, c)
+		}
 		p.rewrite(r)
 		r.RequestURI = "" // as goproxy does before sending
 		var out bytes.Buffer
@@ -107,26 +113,45 @@ func FuzzRequestTarget(f *testing.F) {
 	})
 }
 
-// FuzzForwarded checks X-Forwarded-* on arbitrary prior values.
+// FuzzForwarded checks X-Forwarded-* on arbitrary prior values, from a
+// trusted peer (kept, the address appended) and from anyone else (replaced
+// by what the proxy saw).
 func FuzzForwarded(f *testing.F) {
-	f.Add("192.0.2.1:55000", "203.0.113.7", "shop.example")
-	f.Add("[2001:db8::1]:443", "", "")
-	f.Add("garbage", "a, b", "h")
-	f.Fuzz(func(t *testing.T, remote, prior, host string) {
+	f.Add("192.0.2.1:55000", "203.0.113.7", "shop.example", "evil.example", true)
+	f.Add("[2001:db8::1]:443", "", "", "", false)
+	f.Add("garbage", "a, b", "h", "x", false)
+	f.Fuzz(func(t *testing.T, remote, prior, host, priorHost string, trusted bool) {
 		h := http.Header{}
 		if prior != "" {
 			h["X-Forwarded-For"] = []string{prior}
 		}
-		addForwarded(h, remote, host, false)
+		if priorHost != "" {
+			h["X-Forwarded-Host"] = []string{priorHost}
+			h["X-Forwarded-Proto"] = []string{"https"}
+		}
+		addForwarded(h, remote, host, false, trusted)
 		got := h.Get("X-Forwarded-For")
-		if prior != "" && !strings.HasPrefix(got, prior) {
-			t.Fatalf("prior %q lost: %q", prior, got)
+		ip, _, err := net.SplitHostPort(remote)
+		if err != nil {
+			ip = remote
 		}
-		if h.Get("X-Forwarded-Proto") != "http" {
-			t.Fatalf("proto %q", h.Get("X-Forwarded-Proto"))
+		wantHost, wantProto := host, "http"
+		if trusted && priorHost != "" {
+			wantHost, wantProto = priorHost, "https"
 		}
-		if host != "" && h.Get("X-Forwarded-Host") != host {
-			t.Fatalf("host %q", h.Get("X-Forwarded-Host"))
+		switch {
+		case trusted && prior != "" && !strings.HasPrefix(got, prior):
+			t.Fatalf("trusted prior %q lost: %q", prior, got)
+		case !trusted && got != ip:
+			t.Fatalf("untrusted X-Forwarded-For = %q, want only the peer %q", got, ip)
+		case !strings.HasSuffix(got, ip):
+			t.Fatalf("peer %q not last in %q", ip, got)
+		}
+		if h.Get("X-Forwarded-Proto") != wantProto {
+			t.Fatalf("proto %q, want %q", h.Get("X-Forwarded-Proto"), wantProto)
+		}
+		if h.Get("X-Forwarded-Host") != wantHost {
+			t.Fatalf("host %q, want %q", h.Get("X-Forwarded-Host"), wantHost)
 		}
 	})
 }
@@ -148,7 +173,7 @@ func FuzzDecodeBody(f *testing.F) {
 			body = body[:limit] // captured bodies never exceed the limit
 		}
 		h := http.Header{"Content-Encoding": {encoding}}
-		out, truncated := decodeBody(h, body, false, limit)
+		out, truncated := decodeBody(h, body, false, limit, nil)
 		if len(out) > limit {
 			t.Fatalf("decoded %d bytes, limit %d (truncated %v)", len(out), limit, truncated)
 		}

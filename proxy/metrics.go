@@ -18,6 +18,7 @@ const routeOther = "other"
 const (
 	dropOutboxError = "outbox_error"
 	dropTapPanic    = "tap_panic"
+	dropBudget      = "capture_budget"
 )
 
 // durationBuckets start at a tenth of a millisecond: a pass-through adds far
@@ -36,6 +37,7 @@ type metrics struct {
 	dropped        *prometheus.CounterVec
 	droppedOutbox  prometheus.Counter
 	droppedPanic   prometheus.Counter
+	droppedBudget  prometheus.Counter
 	ruleErrors     *prometheus.CounterVec
 	// ruleNames are the rules whose error series exist (see SetRules).
 	ruleMu    sync.Mutex
@@ -71,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventtap_events_dropped_total",
-			Help: "Events lost by the tap, by reason (outbox_error: the commit failed; tap_panic: the tap panicked, counted once per exchange when the number is unknown).",
+			Help: "Events lost by the tap, by reason (outbox_error: the commit failed; tap_panic: the tap panicked, counted once per exchange when the number is unknown; capture_budget: a body on a tapped route passed uncaptured because proxy.capture_budget_bytes was spent, once per exchange).",
 		}, []string{"reason"}),
 		ruleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventtap_rule_errors_total",
@@ -80,6 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.droppedOutbox = m.dropped.WithLabelValues(dropOutboxError)
 	m.droppedPanic = m.dropped.WithLabelValues(dropTapPanic)
+	m.droppedBudget = m.dropped.WithLabelValues(dropBudget)
 	m.counters.Store(&map[requestKey]prometheus.Counter{})
 	m.observers.Store(&map[string]prometheus.Observer{})
 

@@ -9,8 +9,10 @@
 // never serves anything itself (no admin paths) and never tunnels (CONNECT is
 // refused).
 //
-// When some rule could match a request's METHOD+PATH (Rules.Route), the proxy
-// taps the exchange: it captures both bodies (up to max_capture_bytes), asks
+// When some rule could match a request's METHOD+PATH (Rules.Route, given the
+// path as the upstream understands it: rules.CleanPath), the proxy taps the
+// exchange: it captures both bodies (up to max_capture_bytes each, and up to
+// capture_budget_bytes for all exchanges in flight together), asks
 // Rules.Evaluate for candidate events and hands them to Committer.Commit,
 // before the response is released (durability: sync) or right after it
 // (durability: async). The tap fails open: a panic or an error in it never
@@ -28,6 +30,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -46,8 +49,9 @@ import (
 // methods from many goroutines at once.
 type Rules interface {
 	// Route reports whether some rule could match a request with this method
-	// and decoded path, and if so the rule's path template, used as the
-	// metrics label. It is called for every request, so it must be cheap.
+	// and path (clean, as rules.CleanPath gives it), and if so the rule's
+	// path template, used as the metrics label. It is called for every
+	// request, so it must be cheap.
 	Route(method, path string) (route string, ok bool)
 	// Evaluate returns the candidate events for a captured exchange and one
 	// error per rule that failed at run time.
@@ -114,10 +118,14 @@ type Proxy struct {
 
 	upstream     *url.URL
 	upstreamAddr string // host:port, for CheckUpstream
-	transport    *http.Transport
-	gp           *goproxy.ProxyHttpServer
-	rt           goproxy.RoundTripper
-	handler      http.Handler
+	// trusted are the peers whose X-Forwarded-* are kept (trusted_proxies).
+	trusted []netip.Prefix
+	// budget bounds the bodies captured by all exchanges in flight.
+	budget    captureBudget
+	transport *http.Transport
+	gp        *goproxy.ProxyHttpServer
+	rt        goproxy.RoundTripper
+	handler   http.Handler
 
 	// tasks counts the work that must end before Run returns: tapped
 	// requests, background commits and WebSocket sessions.
@@ -129,7 +137,7 @@ type Proxy struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	panicLog, outboxLog logLimiter
+	panicLog, outboxLog, budgetLog logLimiter
 }
 
 // New builds a Proxy for cfg. It registers its metrics on reg (a private
@@ -174,7 +182,16 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, r Rules, c 
 		idPrefix:     strconv.FormatUint(rand.Uint64()&0xffffffff, 36) + "-",
 		panicLog:     logLimiter{interval: 10 * time.Second},
 		outboxLog:    logLimiter{interval: 10 * time.Second},
+		budgetLog:    logLimiter{interval: 10 * time.Second},
 	}
+	for _, s := range cfg.TrustedProxies {
+		pf, err := parseTrusted(s)
+		if err != nil { // Validate already checked it
+			return nil, fmt.Errorf("proxy: trusted_proxies: %w", err)
+		}
+		p.trusted = append(p.trusted, pf)
+	}
+	p.budget.limit = cfg.CaptureBudgetBytes
 	p.rt = goproxy.RoundTripperFunc(p.roundTrip)
 	p.gp = p.newGoproxy()
 	p.handler = http.HandlerFunc(p.serve)
@@ -325,7 +342,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	path := r.URL.Path
+	path := rules.CleanPath(requestPath(r))
 	route, tapped := p.route(r.Method, path)
 	label := routeOther
 	if tapped {
@@ -335,7 +352,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 
 	var t *tap
 	if tapped && !upgrade {
-		t = p.newTap(r, route, start)
+		t = p.newTap(r, route, path, start)
 	}
 	if t != nil {
 		p.forwardTapped(rw, r, t)
@@ -355,6 +372,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		rw.Flush()
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// requestPath returns the path of r as the client sent it, escaped: rules
+// match it as the upstream will understand it (rules.CleanPath), and the
+// decoded r.URL.Path cannot tell "a%2Fb" (one segment) from "a/b" (two).
+// Taking it from the request line costs no allocation.
+func requestPath(r *http.Request) string {
+	if p := originPath(r.RequestURI); p != "" {
+		return p
+	}
+	return r.URL.EscapedPath() // absolute-form, "//…", "*"
 }
 
 // forward forwards an untapped request. One with a body goes out as a
@@ -385,6 +413,7 @@ type bodyRequest struct {
 func (p *Proxy) forwardTapped(rw *responseWriter, r *http.Request, t *tap) {
 	p.tasks.add()
 	defer p.tasks.done()
+	defer t.res.unref()
 	out := r.WithContext(context.WithValue(r.Context(), tapKey{}, t))
 	if t.body != nil {
 		out.Body = t.body

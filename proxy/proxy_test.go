@@ -115,27 +115,39 @@ func headerWithout(h http.Header, names ...string) http.Header {
 	return h
 }
 
+// TestForwardedHeaders: X-Forwarded-For, -Host and -Proto are kept as sent
+// only from a peer in trusted_proxies; from anyone else they say what the
+// proxy saw, whatever the client wrote in them.
 func TestForwardedHeaders(t *testing.T) {
-	e := newEnv(t, nil, nil)
-	proxyHost := hostOf(e.proxyURL)
-	upHost := hostOf(e.up.srv.URL)
+	spoofed := http.Header{"X-Forwarded-For": {"203.0.113.7, 10.0.0.1"}, "X-Forwarded-Host": {"shop.example"}, "X-Forwarded-Proto": {"https"}}
 	cases := []struct {
 		name       string
+		trusted    []string
 		header     http.Header
 		wantFor    string
-		wantHost   string
+		wantHost   string // "" = the proxy's own host:port
 		wantProto  string
-		wantHeader string // Host header the upstream got
+		wantHeader string // Host header the upstream got; "" = the upstream's
 	}{
-		{"first hop", nil, "127.0.0.1", proxyHost, "http", upHost},
-		{"behind another proxy",
-			http.Header{"X-Forwarded-For": {"203.0.113.7, 10.0.0.1"}, "X-Forwarded-Host": {"shop.example"}, "X-Forwarded-Proto": {"https"}},
-			"203.0.113.7, 10.0.0.1, 127.0.0.1", "shop.example", "https", upHost},
-		{"custom host", http.Header{"Host": {"orders.internal"}}, "127.0.0.1", "orders.internal", "http", upHost},
+		{"first hop", nil, nil, "127.0.0.1", "", "http", ""},
+		{"spoofed by an untrusted client", nil, spoofed, "127.0.0.1", "", "http", ""},
+		{"spoofed, other network trusted", []string{"10.0.0.0/8", "::1/128"}, spoofed, "127.0.0.1", "", "http", ""},
+		{"behind a trusted proxy", []string{"127.0.0.0/8"}, spoofed, "203.0.113.7, 10.0.0.1, 127.0.0.1", "shop.example", "https", ""},
+		{"trusted single address", []string{"127.0.0.1"}, spoofed, "203.0.113.7, 10.0.0.1, 127.0.0.1", "shop.example", "https", ""},
+		{"trusted, first hop", []string{"127.0.0.0/8"}, nil, "127.0.0.1", "", "http", ""},
+		{"custom host", nil, http.Header{"Host": {"orders.internal"}}, "127.0.0.1", "orders.internal", "http", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, b := e.do(e.proxyURL, "GET", "/echo/fwd", c.header, nil)
+			e := newEnv(t, nil, nil, func(cfg *Config, _ *[]Option) { cfg.TrustedProxies = c.trusted })
+			wantHost, wantHeader := c.wantHost, c.wantHeader
+			if wantHost == "" {
+				wantHost = hostOf(e.proxyURL)
+			}
+			if wantHeader == "" {
+				wantHeader = hostOf(e.up.srv.URL)
+			}
+			_, b := e.do(e.proxyURL, "GET", "/echo/fwd", c.header.Clone(), nil)
 			var got echoed
 			if err := json.Unmarshal(b, &got); err != nil {
 				t.Fatal(err)
@@ -143,14 +155,14 @@ func TestForwardedHeaders(t *testing.T) {
 			if v := got.Header.Values("X-Forwarded-For"); len(v) != 1 || v[0] != c.wantFor {
 				t.Errorf("X-Forwarded-For = %q, want %q", v, c.wantFor)
 			}
-			if v := got.Header.Get("X-Forwarded-Host"); v != c.wantHost {
-				t.Errorf("X-Forwarded-Host = %q, want %q", v, c.wantHost)
+			if v := got.Header.Values("X-Forwarded-Host"); len(v) != 1 || v[0] != wantHost {
+				t.Errorf("X-Forwarded-Host = %q, want %q", v, wantHost)
 			}
-			if v := got.Header.Get("X-Forwarded-Proto"); v != c.wantProto {
+			if v := got.Header.Values("X-Forwarded-Proto"); len(v) != 1 || v[0] != c.wantProto {
 				t.Errorf("X-Forwarded-Proto = %q, want %q", v, c.wantProto)
 			}
-			if got.Host != c.wantHeader {
-				t.Errorf("Host = %q, want %q", got.Host, c.wantHeader)
+			if got.Host != wantHeader {
+				t.Errorf("Host = %q, want %q", got.Host, wantHeader)
 			}
 			if _, ok := got.Header["X-Request-Id"]; ok {
 				t.Errorf("the proxy added X-Request-Id to the upstream request")

@@ -49,10 +49,14 @@ type tap struct {
 	// that goes away must not cancel the commit of what the upstream did.
 	ctx context.Context
 	tee *teeBody // set when the response is streamed
+	// res is the exchange's share of proxy.capture_budget_bytes.
+	res reservation
 }
 
-// newTap prepares the capture of r. A panic here costs the tap only.
-func (p *Proxy) newTap(r *http.Request, route string, start time.Time) (t *tap) {
+// newTap prepares the capture of r, whose path is path as rules.CleanPath
+// gives it: the form rules match and CEL shows as request.path. A panic
+// here costs the tap only.
+func (p *Proxy) newTap(r *http.Request, route, path string, start time.Time) (t *tap) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.tapPanic("capture", v, 1)
@@ -70,16 +74,28 @@ func (p *Proxy) newTap(r *http.Request, route string, start time.Time) (t *tap) 
 		id:    p.requestID(r),
 		req: rules.Request{
 			Method:   r.Method,
-			Path:     r.URL.Path,
+			Path:     path,
 			RawQuery: r.URL.RawQuery,
 			Header:   h,
 		},
 		ctx: context.WithoutCancel(r.Context()),
 	}
+	t.res.budget = &p.budget
+	t.res.refs.Store(1) // the handler's, dropped by forwardTapped
 	if r.Body != nil && r.Body != http.NoBody {
-		t.body = newCaptureReader(r.Body, r.ContentLength, p.cfg.MaxCaptureBytes)
+		t.body = newCaptureReader(r.Body, r.ContentLength, p.cfg.MaxCaptureBytes, &t.res)
 	}
 	return t
+}
+
+// settleLater settles the exchange in a background goroutine that Run
+// waits for; the exchange keeps its captured bytes until it is done.
+func (t *tap) settleLater(status int, hdr http.Header, body []byte, truncated bool, end time.Time) {
+	t.res.ref()
+	t.p.background(func() {
+		defer t.res.unref()
+		t.settle(status, hdr, body, truncated, end)
+	})
 }
 
 // upstreamBodyErr returns the error with which the upstream broke off a
@@ -102,14 +118,15 @@ func (t *tap) capture(resp *http.Response) *http.Response {
 	}
 	limit := t.p.cfg.MaxCaptureBytes
 	if isStream(resp.Header) || resp.ContentLength > limit {
-		t.stream(resp, nil, nil, false)
+		t.stream(resp, nil, nil, false, false)
 		return resp
 	}
-	body, overflow, err := readCapped(resp.Body, resp.ContentLength, limit)
-	if overflow || err != nil {
-		// Too big to hold the client for, or broken off by the upstream:
-		// pass on what was read and the rest as it comes.
-		t.stream(resp, body, err, overflow)
+	body, overflow, spent, err := readCapped(resp.Body, resp.ContentLength, limit, &t.res)
+	if overflow || spent || err != nil {
+		// Too big to hold the client for, past the capture budget, or
+		// broken off by the upstream: pass on what was read and the rest
+		// as it comes.
+		t.stream(resp, body, err, overflow, spent)
 		return resp
 	}
 	end := time.Now()
@@ -122,9 +139,7 @@ func (t *tap) capture(resp *http.Response) *http.Response {
 // returns the response for the client.
 func (t *tap) release(resp *http.Response, body []byte, end time.Time) *http.Response {
 	if t.p.cfg.Durability == DurabilityAsync {
-		hdr := resp.Header.Clone()
-		status := resp.StatusCode
-		t.p.background(func() { t.settle(status, hdr, body, false, end) })
+		t.settleLater(resp.StatusCode, resp.Header.Clone(), body, false, end)
 		return resp
 	}
 	if t.settle(resp.StatusCode, resp.Header.Clone(), body, false, end) {
@@ -142,13 +157,19 @@ func bodyless(resp *http.Response) bool {
 }
 
 // stream replaces resp.Body with a tee that passes the body through and
-// settles the exchange in the background when goproxy closes it.
-func (t *tap) stream(resp *http.Response, read []byte, err error, overflow bool) {
+// settles the exchange in the background when goproxy closes it. read is
+// what capture read ahead; spent means the budget refused memory for more.
+func (t *tap) stream(resp *http.Response, read []byte, err error, overflow, spent bool) {
 	limit := t.p.cfg.MaxCaptureBytes
 	b := &teeBody{t: t, resp: resp, rc: resp.Body, limit: limit, pending: read, err: err}
-	if overflow {
+	switch {
+	case spent:
+		// Past the budget: what was read is owed to the client, but
+		// nothing more is kept.
+		b.dropped, b.truncated = true, true
+	case overflow:
 		b.kept, b.truncated = read[:limit], true
-	} else {
+	default:
 		b.kept = read
 	}
 	t.tee = b
@@ -167,13 +188,25 @@ func (t *tap) settle(status int, hdr http.Header, body []byte, truncated bool, e
 		}
 	}()
 	ex := &rules.Exchange{Request: t.req, Start: t.start, End: end}
+	limit := t.p.cfg.MaxCaptureBytes
 	if t.body != nil {
 		b, tr := t.body.snapshot()
-		ex.Request.Body, ex.Request.Truncated = decodeBody(t.req.Header, b, tr, t.p.cfg.MaxCaptureBytes)
+		ex.Request.Body, ex.Request.Truncated = decodeBody(t.req.Header, b, tr, limit, &t.res)
 	}
 	ex.Response.Status = status
 	ex.Response.Header = hdr
-	ex.Response.Body, ex.Response.Truncated = decodeBody(hdr, body, truncated, t.p.cfg.MaxCaptureBytes)
+	ex.Response.Body, ex.Response.Truncated = decodeBody(hdr, body, truncated, limit, &t.res)
+	if t.res.spent.Load() {
+		// A body passed through uncaptured: the rules see it as null. The
+		// proxy cannot tell which rule would have read it, so the exchange
+		// counts once, as the event it may have cost.
+		t.p.m.droppedBudget.Inc()
+		if ok, suppressed := t.p.budgetLog.allow(); ok {
+			t.p.logger.Warn("capture budget spent: an exchange on a tapped route was evaluated without its body",
+				"request_id", t.id, "route", t.route, "capture_budget_bytes", t.p.cfg.CaptureBudgetBytes,
+				"similar_suppressed", suppressed)
+		}
+	}
 
 	events, ok := t.p.evaluate(ex, t.id)
 	if !ok || len(events) == 0 {
@@ -308,36 +341,42 @@ var streamTypes = []string{
 }
 
 // readCapped reads r up to maxBytes. overflow reports that there was more
-// (body then holds maxBytes+1 bytes, all still owed to the client); err is a read
-// error other than EOF (body holds what was read before it). A known length
-// sizes the buffer once.
-func readCapped(r io.Reader, length, maxBytes int64) (body []byte, overflow bool, err error) {
+// (body then holds maxBytes+1 bytes, all still owed to the client); spent
+// that res refused the memory for more (body holds what was read, all still
+// owed to the client); err is a read error other than EOF (body holds what
+// was read before it). The buffer grows by reservations from res (nil: no
+// budget); a known length sizes it once.
+func readCapped(r io.Reader, length, maxBytes int64, res *reservation) (body []byte, overflow, spent bool, err error) {
 	if length >= 0 && length <= maxBytes {
-		body = make([]byte, length)
+		body, ok := res.growCapture(nil, int(length), length, length)
+		if !ok {
+			return nil, false, true, nil
+		}
+		body = body[:length]
 		n, err := io.ReadFull(r, body)
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF // shorter than its Content-Length
 		}
-		return body[:n], false, err
+		return body[:n], false, false, err
 	}
 	limit := maxBytes + 1
-	body = make([]byte, 0, min(limit, 4<<10))
 	for {
 		if int64(len(body)) == limit {
-			return body, true, nil
+			return body, true, false, nil
 		}
 		if len(body) == cap(body) {
-			grown := make([]byte, len(body), min(limit, int64(cap(body))*2))
-			copy(grown, body)
-			body = grown
+			var ok bool
+			if body, ok = res.growCapture(body, 1, limit, -1); !ok {
+				return body, false, true, nil
+			}
 		}
 		n, rerr := r.Read(body[len(body):cap(body)])
 		body = body[:len(body)+n]
 		if rerr == io.EOF {
-			return body, false, nil
+			return body, false, false, nil
 		}
 		if rerr != nil {
-			return body, false, rerr
+			return body, false, false, rerr
 		}
 	}
 }
@@ -357,6 +396,8 @@ type teeBody struct {
 	limit   int64
 	pending []byte // read ahead by capture, not yet given to the client
 	kept    []byte
+	// dropped: the capture budget refused memory; nothing more is kept.
+	dropped bool
 	eof     bool
 	// truncated: kept is not the whole body.
 	truncated bool
@@ -374,15 +415,8 @@ func (b *teeBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	n, err := b.rc.Read(p)
-	if n > 0 {
-		if room := b.limit - int64(len(b.kept)); room > 0 {
-			b.kept = append(b.kept, p[:min(int64(n), room)]...)
-			if int64(n) > room {
-				b.truncated = true
-			}
-		} else {
-			b.truncated = true
-		}
+	if n > 0 && !b.dropped {
+		b.kept, b.truncated, b.dropped = keep(b.kept, p[:n], b.limit, &b.t.res)
 	}
 	switch {
 	case err == io.EOF:
@@ -401,9 +435,7 @@ func (b *teeBody) Close() error {
 	err := b.rc.Close()
 	end := time.Now()
 	truncated := b.truncated || !b.eof || b.err != nil
-	hdr := b.resp.Header.Clone()
-	status, kept, t := b.resp.StatusCode, b.kept, b.t
-	t.p.background(func() { t.settle(status, hdr, kept, truncated, end) })
+	b.t.settleLater(b.resp.StatusCode, b.resp.Header.Clone(), b.kept, truncated, end)
 	return err
 }
 
@@ -414,32 +446,26 @@ func (b *teeBody) Close() error {
 // arrived.
 type captureReader struct {
 	clientBody
+	res       *reservation
 	limit     int64
+	length    int64 // as declared; sizes a small buffer at once
 	buf       []byte
 	truncated bool
+	dropped   bool // the capture budget refused memory
 	eof       bool
 }
 
-func newCaptureReader(rc io.ReadCloser, length, limit int64) *captureReader {
-	c := &captureReader{clientBody: clientBody{rc: rc}, limit: limit}
-	if length > 0 {
-		c.buf = make([]byte, 0, min(length, limit))
-	}
-	return c
+// newCaptureReader captures rc. Its buffer is not allocated before the
+// first bytes arrive: a declared length costs nothing until they do.
+func newCaptureReader(rc io.ReadCloser, length, limit int64, res *reservation) *captureReader {
+	return &captureReader{clientBody: clientBody{rc: rc}, res: res, limit: limit, length: length}
 }
 
 func (c *captureReader) Read(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
 	c.mu.Lock()
-	if n > 0 {
-		if room := c.limit - int64(len(c.buf)); room > 0 {
-			c.buf = append(c.buf, p[:min(int64(n), room)]...)
-			if int64(n) > room {
-				c.truncated = true
-			}
-		} else {
-			c.truncated = true
-		}
+	if n > 0 && !c.dropped {
+		c.buf, c.truncated, c.dropped = keepSized(c.buf, p[:n], c.limit, c.length, c.res)
 	}
 	switch {
 	case err == io.EOF:
@@ -457,10 +483,34 @@ func (c *captureReader) Read(p []byte) (int, error) {
 func (c *captureReader) snapshot() ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.dropped {
+		return nil, true
+	}
 	if c.eof && !c.truncated && c.err == nil {
 		return c.buf, false
 	}
 	return bytes.Clone(c.buf), true
+}
+
+// keep appends to kept the part of p that fits in limit, growing kept by
+// reservations from res. truncated: p did not fit; dropped: the budget
+// refused, kept is released to the collector and nothing more is kept.
+func keep(kept, p []byte, limit int64, res *reservation) (_ []byte, truncated, dropped bool) {
+	return keepSized(kept, p, limit, -1, res)
+}
+
+// keepSized is keep for a body that declared its length.
+func keepSized(kept, p []byte, limit, length int64, res *reservation) (_ []byte, truncated, dropped bool) {
+	room := limit - int64(len(kept))
+	if room <= 0 {
+		return kept, true, false
+	}
+	take := min(int64(len(p)), room)
+	kept, ok := res.growCapture(kept, int(take), limit, length)
+	if !ok {
+		return nil, true, true
+	}
+	return append(kept, p[:take]...), int64(len(p)) > room, false
 }
 
 // decodeBody returns the bytes the rules see for a captured body: a body
@@ -468,7 +518,7 @@ func (c *captureReader) snapshot() ([]byte, bool) {
 // bytes), so that rules see the JSON a client would, while the client
 // still gets the compressed bytes. A body that cannot be decoded is marked
 // truncated, which makes the rules treat it as not JSON.
-func decodeBody(h http.Header, body []byte, truncated bool, limit int64) ([]byte, bool) {
+func decodeBody(h http.Header, body []byte, truncated bool, limit int64, res *reservation) ([]byte, bool) {
 	if truncated || len(body) == 0 {
 		return body, truncated
 	}
@@ -493,11 +543,11 @@ func decodeBody(h http.Header, body []byte, truncated bool, limit int64) ([]byte
 	default:
 		return body, true // br, zstd, or several encodings
 	}
-	out, overflow, err := readCapped(zr, -1, limit)
+	out, overflow, spent, err := readCapped(zr, -1, limit, res)
 	if overflow {
 		return out[:limit], true
 	}
-	if err != nil {
+	if spent || err != nil {
 		return body, true
 	}
 	return out, false

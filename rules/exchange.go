@@ -30,7 +30,8 @@ type Exchange struct {
 // Request is the captured half of an exchange that the client sent.
 type Request struct {
 	Method string
-	// Path is the decoded URL path (r.URL.Path), used for template matching.
+	// Path is the request path as CleanPath gives it (the proxy passes it
+	// so; matching cleans any other form first). It is request.path in CEL.
 	Path string
 	// RawQuery is the query string as sent, without the '?'.
 	RawQuery string

@@ -53,7 +53,13 @@ func parseTemplate(s string) (*template, error) {
 		case strings.ContainsAny(part, "{}"):
 			return nil, fmt.Errorf("%q: a capture must be a whole segment, as in /orders/{id}; %q mixes text and braces", s, part)
 		default:
-			t.segs = append(t.segs, segment{lit: part})
+			// Literals are compared in the form CleanPath gives paths:
+			// "caf%C3%A9" is "café", "a%2Fb" stays one segment.
+			lit := decodeSegment(part)
+			if lit == "." || lit == ".." {
+				return nil, fmt.Errorf("%q has a %q segment, which no request path keeps (dot segments are resolved before matching); write the path it stands for", s, part)
+			}
+			t.segs = append(t.segs, segment{lit: lit})
 		}
 	}
 	return t, nil
@@ -72,9 +78,10 @@ func isIdent(s string) bool {
 	return true
 }
 
-// match reports whether path matches t. When caps is not nil, it receives
-// the captured segments.
+// match reports whether path, cleaned by CleanPath, matches t. When caps is
+// not nil, it receives the captured segments, decoded.
 func (t *template) match(path string, caps map[string]string) bool {
+	path = CleanPath(path)
 	if len(path) == 0 || path[0] != '/' {
 		return false
 	}
@@ -102,14 +109,15 @@ func (t *template) match(path string, caps map[string]string) bool {
 		} else if seg == "" {
 			return false
 		} else if caps != nil {
-			caps[sg.name] = seg
+			caps[sg.name] = unescapeSegment(seg)
 		}
 	}
 	return true
 }
 
-// capture returns capture k of path, which t matches.
+// capture returns capture k of path, which t matches, decoded.
 func (t *template) capture(path string, k int) string {
+	path = CleanPath(path)
 	rest := path[1:]
 	for _, sg := range t.segs {
 		seg := rest
@@ -118,7 +126,7 @@ func (t *template) capture(path string, k int) string {
 		}
 		if sg.name != "" {
 			if k == 0 {
-				return seg
+				return unescapeSegment(seg)
 			}
 			k--
 		}
@@ -175,9 +183,21 @@ func (n *routeNode) insert(t *template, rank int) {
 	}
 }
 
-// find returns the smallest rank of a template matching the segments of
-// path from start on. done means no segment is left.
+// find returns the smallest rank of a template matching path; Engine.Route
+// calls it on the root with start 1 (after the leading slash) and done set
+// for "/". A path that is not clean is cleaned first, which allocates; a
+// clean one, as the proxy passes, is walked with indexes only.
 func (n *routeNode) find(path string, start int, done bool) (int, string) {
+	if start == 1 && !isClean(path) {
+		path = cleanPath(path)
+		done = len(path) == 1
+	}
+	return n.walk(path, start, done)
+}
+
+// walk returns the smallest rank of a template matching the segments of the
+// clean path from start on. done means no segment is left.
+func (n *routeNode) walk(path string, start int, done bool) (int, string) {
 	if done {
 		return n.rank, n.route
 	}
@@ -192,12 +212,12 @@ func (n *routeNode) find(path string, start int, done bool) (int, string) {
 	rank, route := noRank, ""
 	for i := range n.lits {
 		if n.lits[i].seg == seg {
-			rank, route = n.lits[i].node.find(path, end+1, last)
+			rank, route = n.lits[i].node.walk(path, end+1, last)
 			break
 		}
 	}
 	if n.param != nil && seg != "" {
-		if r, rt := n.param.find(path, end+1, last); r < rank {
+		if r, rt := n.param.walk(path, end+1, last); r < rank {
 			rank, route = r, rt
 		}
 	}
@@ -208,4 +228,139 @@ func (n *routeNode) find(path string, start int, done bool) (int, string) {
 type methodRoutes struct {
 	method string
 	root   *routeNode
+}
+
+// CleanPath returns a request path as the upstream understands it, the form
+// in which rules match it and CEL sees it as request.path: empty segments
+// (repeated and trailing slashes) and dot segments are resolved as RFC 3986
+// §5.2.4 says, and percent-escapes are decoded, except that an escaped
+// slash or percent sign stays escaped (as %2F and %25) so that it remains
+// part of its segment: "/orders/./7/", "//orders/7" and "/orders/%37" give
+// "/orders/7", while "/files/a%2Fb" stays one segment that the capture
+// {name} gets as "a/b".
+//
+// path is the path as sent (escaped), or a decoded path that holds no
+// escapes. A path already clean, as most are, is returned as it is without
+// allocating. Anything not starting with "/" (such as "*") is returned
+// unchanged; it matches no template.
+func CleanPath(path string) string {
+	if isClean(path) {
+		return path
+	}
+	return cleanPath(path)
+}
+
+// isClean reports whether CleanPath would return path unchanged. It runs
+// on every request, so it searches with the strings package's vectorised
+// byte search instead of a loop over every byte.
+func isClean(p string) bool {
+	if len(p) <= 1 || p[0] != '/' {
+		return true
+	}
+	if p[len(p)-1] == '/' || strings.Contains(p, "//") {
+		return false
+	}
+	for rest := p; ; {
+		i := strings.Index(rest, "/.")
+		if i < 0 {
+			break
+		}
+		rest = rest[i+2:] // after "/."
+		if rest == "" || rest[0] == '/' || rest[0] == '.' && (len(rest) == 1 || rest[1] == '/') {
+			return false // "/." or "/.." as a whole segment
+		}
+	}
+	for rest := p; ; {
+		i := strings.IndexByte(rest, '%')
+		if i < 0 {
+			return true
+		}
+		if i+2 >= len(rest) || rest[i+1] != '2' || (rest[i+2] != 'F' && rest[i+2] != '5') {
+			return false
+		}
+		rest = rest[i+3:]
+	}
+}
+
+func isDotOrEmpty(seg string) bool { return seg == "" || seg == "." || seg == ".." }
+
+func cleanPath(p string) string {
+	if len(p) == 0 || p[0] != '/' {
+		return p
+	}
+	segs := make([]string, 0, 8)
+	for rest := p[1:]; ; {
+		raw, next, more := strings.Cut(rest, "/")
+		if raw != "" {
+			switch seg := decodeSegment(raw); seg {
+			case ".":
+			case "..":
+				if len(segs) > 0 {
+					segs = segs[:len(segs)-1]
+				}
+			default:
+				segs = append(segs, seg)
+			}
+		}
+		if !more {
+			break
+		}
+		rest = next
+	}
+	return "/" + strings.Join(segs, "/")
+}
+
+// decodeSegment decodes the percent-escapes of one path segment, except
+// that a slash or a percent sign is written back escaped as %2F or %25. A
+// '%' that does not start an escape is taken literally (and so written
+// %25).
+func decodeSegment(raw string) string {
+	if strings.IndexByte(raw, '%') < 0 {
+		return raw
+	}
+	var b strings.Builder
+	b.Grow(len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]) {
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+		}
+		switch c {
+		case '/':
+			b.WriteString("%2F")
+		case '%':
+			b.WriteString("%25")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// unescapeSegment turns a segment of a clean path into its value: %2F and
+// %25, the only escapes left, become "/" and "%".
+func unescapeSegment(seg string) string {
+	if strings.IndexByte(seg, '%') < 0 {
+		return seg
+	}
+	return strings.NewReplacer("%2F", "/", "%25", "%").Replace(seg)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }

@@ -105,12 +105,26 @@ func TestRoute(t *testing.T) {
 		{"PUT", "/v2/orders/", ""},
 		{"PATCH", "/orders/", ""},
 		{"PATCH", "/orders", ""},
-		{"PATCH", "/orders/1/", ""},
+		{"PATCH", "/orders/1/", "/orders/{id}"}, // SPEC §3 Path matching: as the upstream understands it
+		{"PATCH", "//orders/1", "/orders/{id}"},
+		{"PATCH", "/orders/./1", "/orders/{id}"},
+		{"PATCH", "/orders//1//", "/orders/{id}"},
+		{"PATCH", "/x/../orders/1", "/orders/{id}"},
+		{"PATCH", "/../orders/1", "/orders/{id}"},
+		{"PATCH", "/orders/%2E/1", "/orders/{id}"},
+		{"PATCH", "/orders/1/%2e%2E", ""}, // "/orders"
+		{"PATCH", "/orders/a%2Fb", "/orders/{id}"},
+		{"PATCH", "/orders/a%2fb", "/orders/{id}"},
+		{"POST", "/orders/a%2Fb/cancel", "/orders/{id}/cancel"},
+		{"POST", "/orders%2F1/cancel", ""},
+		{"POST", "/%6Frders/1/cancel", "/orders/{id}/cancel"},
+		{"POST", "/orders/search/", "/orders/search"},
 		{"PATCH", "/orders//", ""},
 		{"post", "/orders", ""},
 		{"DELETE", "/", "/"},
 		{"DELETE", "", ""},
-		{"DELETE", "//", ""},
+		{"DELETE", "//", "/"},
+		{"DELETE", "/./", "/"},
 		{"POST", "orders", ""},
 		{"POST", "/orders/1/cancel/x", ""},
 		{"OPTIONS", "/orders", ""},
@@ -149,7 +163,7 @@ func anyRuleMatches(e *Engine, method, path string) bool {
 
 func TestRouteAllocs(t *testing.T) {
 	e := mustCompile(t, routeRules)
-	for _, p := range []string{"/orders/42/cancel", "/nothing/here", "/orders/search/cancel"} {
+	for _, p := range []string{"/orders/42/cancel", "/nothing/here", "/orders/search/cancel", "/orders/a%2Fb/cancel", "/orders/100%25"} {
 		if n := testing.AllocsPerRun(100, func() { e.Route("POST", p) }); n != 0 {
 			t.Errorf("Route(POST, %s) allocates %v times", p, n)
 		}
@@ -224,4 +238,128 @@ func BenchmarkRouteHit(b *testing.B) {
 			b.Fatal("not routed")
 		}
 	}
+}
+
+func TestCleanPath(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/", "/"},
+		{"/orders/7", "/orders/7"},
+		{"/orders/7/", "/orders/7"},
+		{"//orders/7", "/orders/7"},
+		{"/orders//7", "/orders/7"},
+		{"/orders/./7", "/orders/7"},
+		{"/orders/x/../7", "/orders/7"},
+		{"/../../orders/7", "/orders/7"},
+		{"/orders/7/.", "/orders/7"},
+		{"/orders/7/..", "/orders"},
+		{"/orders/%2E%2e/x", "/x"},
+		{"/orders/.../7", "/orders/.../7"},
+		{"/orders/.x/7", "/orders/.x/7"},
+		{"//", "/"},
+		{"/./", "/"},
+		{"/..", "/"},
+		{"/orders/a%2Fb", "/orders/a%2Fb"},
+		{"/orders/a%2fb", "/orders/a%2Fb"},
+		{"/orders/a%2F..%2Fb", "/orders/a%2F..%2Fb"}, // one segment, not a dot segment
+		{"/orders/100%25", "/orders/100%25"},
+		{"/orders/100%", "/orders/100%25"},
+		{"/orders/%zz", "/orders/%25zz"},
+		{"/caf%C3%A9/%37", "/caf\u00e9/7"},
+		{"/a%20b", "/a b"},
+		{"/a%3Fb", "/a?b"},
+		{"*", "*"},
+		{"", ""},
+		{"orders/7/", "orders/7/"},
+	}
+	for _, tc := range tests {
+		got := CleanPath(tc.in)
+		if got != tc.want {
+			t.Errorf("CleanPath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if again := CleanPath(got); again != got {
+			t.Errorf("CleanPath(%q) = %q, not clean: again %q", tc.in, got, again)
+		}
+	}
+	for _, p := range []string{"/orders/7", "/orders/a%2Fb", "/", "*"} {
+		if n := testing.AllocsPerRun(100, func() { _ = CleanPath(p) }); n != 0 {
+			t.Errorf("CleanPath(%q), already clean, allocates %v times", p, n)
+		}
+	}
+}
+
+// TestPathForms: the forms of a path that the upstream takes for the same
+// resource reach the same rule, and CEL sees the captures decoded.
+func TestPathForms(t *testing.T) {
+	e := mustCompile(t, `
+- name: update
+  event: ORDER_UPDATED
+  when: {method: PATCH, path: '/orders/{id}'}
+  subject: path.id
+  data: '{"path": request.path, "id": path.id}'
+- name: literal
+  event: ORDER_UPDATED
+  when: {method: POST, path: '/caf%C3%A9/a%2Fb'}
+  subject: '"x"'
+`)
+	for _, tc := range []struct{ method, path, subject string }{
+		{"PATCH", "/orders/7", "7"},
+		{"PATCH", "/orders/7/", "7"},
+		{"PATCH", "//orders/7", "7"},
+		{"PATCH", "/orders/./7", "7"},
+		{"PATCH", "/orders/%37", "7"},
+		{"PATCH", "/orders/a%2Fb", "a/b"},
+		{"PATCH", "/orders/50%25", "50%"},
+		{"POST", "/caf\u00e9/a%2Fb", "x"},
+		{"POST", "/caf%c3%a9/a%2fb/", "x"},
+	} {
+		clean := CleanPath(tc.path)
+		for _, p := range []string{tc.path, clean} {
+			events, errs := e.Evaluate(exch(tc.method, p, 200, "", ""))
+			if len(errs) != 0 || len(events) != 1 || events[0].Subject != tc.subject {
+				t.Errorf("%s %q: events %v, errors %v; want subject %q", tc.method, p, events, errs, tc.subject)
+			}
+		}
+	}
+	events, _ := e.Evaluate(exch("PATCH", CleanPath("/orders//a%2Fb/"), 200, "", ""))
+	if len(events) != 1 || string(events[0].Data) != `{"id":"a/b","path":"/orders/a%2Fb"}` {
+		t.Errorf("data = %v", events)
+	}
+	if _, err := parseTemplate("/orders/./x"); err == nil || !strings.Contains(err.Error(), "dot segments") {
+		t.Errorf("a template with a dot segment: %v", err)
+	}
+}
+
+// FuzzCleanPath: CleanPath gives a clean path (a fixed point) without empty
+// or dot segments, keeps the leading slash, and Route agrees with the
+// rules' own matching on both the raw and the clean form.
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"/orders/7/", "//orders/7", "/orders/./7", "/a/../b", "/a%2Fb", "/%2e%2E/x", "/100%", "/%zz/%2", "*", "/caf%C3%A9"} {
+		f.Add(s)
+	}
+	e := mustCompile(f, routeRules)
+	f.Fuzz(func(t *testing.T, p string) {
+		c := CleanPath(p)
+		if CleanPath(c) != c || !isClean(c) {
+			t.Fatalf("CleanPath(%q) = %q is not clean", p, c)
+		}
+		if len(p) > 0 && p[0] == '/' {
+			if c[0] != '/' || (c != "/" && strings.HasSuffix(c, "/")) {
+				t.Fatalf("CleanPath(%q) = %q", p, c)
+			}
+			for _, seg := range strings.Split(c[1:], "/") {
+				if c != "/" && isDotOrEmpty(seg) {
+					t.Fatalf("CleanPath(%q) = %q has segment %q", p, c, seg)
+				}
+			}
+		} else if c != p {
+			t.Fatalf("CleanPath(%q) = %q, want it unchanged", p, c)
+		}
+		for _, m := range []string{"POST", "PATCH", "DELETE"} {
+			r1, ok1 := e.Route(m, p)
+			r2, ok2 := e.Route(m, c)
+			if r1 != r2 || ok1 != ok2 || ok1 != anyRuleMatches(e, m, p) {
+				t.Fatalf("Route(%s, %q) = %q %v, clean %q: %q %v, rules %v", m, p, r1, ok1, c, r2, ok2, anyRuleMatches(e, m, p))
+			}
+		}
+	})
 }
