@@ -119,8 +119,8 @@ func New(cfg Config, logger *slog.Logger, g prometheus.Gatherer, store Store, ev
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /graphql", s.serveGraphQLPost)
-	mux.HandleFunc("GET /graphql", s.serveGraphQLGet)
+	mux.HandleFunc("POST /graphql", s.localOnly(s.serveGraphQLPost))
+	mux.HandleFunc("GET /graphql", s.localOnly(s.serveGraphQLGet))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog:          slogPrintln{logger},
 		ErrorHandling:     promhttp.ContinueOnError,
