@@ -11,7 +11,6 @@ import (
 	"time"
 )
 
-
 // repeat joins n copies of format with sep; in format, %[1]d is the copy's
 // index and %[2]d the next one's.
 func repeat(n int, sep, format string) string {

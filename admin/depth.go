@@ -6,8 +6,6 @@ import (
 	"github.com/graphql-go/graphql"
 	"github.com/graphql-go/graphql/gqlerrors"
 	"github.com/graphql-go/graphql/language/ast"
-	"github.com/graphql-go/graphql/language/kinds"
-	"github.com/graphql-go/graphql/language/visitor"
 )
 
 // maxDepth is SPEC §5's query depth limit.
@@ -48,35 +46,26 @@ func limitsRule(maxDepth, maxSelections int) graphql.ValidationRuleFn {
 	return func(ctx *graphql.ValidationContext) *graphql.ValidationRuleInstance {
 		m := &measurer{ctx: ctx, memo: map[string]size{}, active: map[string]bool{}, cap: maxSelections + 1}
 		total := 0 // over all operations: the later rules visit each one
-		return &graphql.ValidationRuleInstance{VisitorOpts: &visitor.VisitorOptions{
-			KindFuncMap: map[string]visitor.NamedVisitFuncs{
-				kinds.OperationDefinition: {Kind: func(p visitor.VisitFuncParams) (string, any) {
-					op, ok := p.Node.(*ast.OperationDefinition)
-					if !ok {
-						return visitor.ActionSkip, nil
-					}
-					sz := m.selectionSet(op.SelectionSet)
-					if sz.depth > maxDepth {
-						ctx.ReportError(gqlerrors.NewError(
-							fmt.Sprintf("query is too deep: its depth is %d and the limit is %d; ask for fewer nested levels or split it into several queries", sz.depth, maxDepth),
-							[]ast.Node{op}, "", nil, nil, nil))
-					}
-					prev := total
-					total = min(total+sz.selections, m.cap)
-					switch {
-					case sz.selections > maxSelections:
-						ctx.ReportError(gqlerrors.NewError(
-							fmt.Sprintf("query is too large: it selects more than %d fields once fragments are expanded; split it into several queries", maxSelections),
-							[]ast.Node{op}, "", nil, nil, nil))
-					case total > maxSelections && prev <= maxSelections:
-						ctx.ReportError(gqlerrors.NewError(
-							fmt.Sprintf("document is too large: its operations select more than %d fields in all once fragments are expanded; send fewer operations per request", maxSelections),
-							[]ast.Node{op}, "", nil, nil, nil))
-					}
-					return visitor.ActionSkip, nil
-				}},
-			},
-		}}
+		return perOperation(func(op *ast.OperationDefinition) {
+			sz := m.selectionSet(op.SelectionSet)
+			if sz.depth > maxDepth {
+				ctx.ReportError(gqlerrors.NewError(
+					fmt.Sprintf("query is too deep: its depth is %d and the limit is %d; ask for fewer nested levels or split it into several queries", sz.depth, maxDepth),
+					[]ast.Node{op}, "", nil, nil, nil))
+			}
+			prev := total
+			total = min(total+sz.selections, m.cap)
+			switch {
+			case sz.selections > maxSelections:
+				ctx.ReportError(gqlerrors.NewError(
+					fmt.Sprintf("query is too large: it selects more than %d fields once fragments are expanded; split it into several queries", maxSelections),
+					[]ast.Node{op}, "", nil, nil, nil))
+			case total > maxSelections && prev <= maxSelections:
+				ctx.ReportError(gqlerrors.NewError(
+					fmt.Sprintf("document is too large: its operations select more than %d fields in all once fragments are expanded; send fewer operations per request", maxSelections),
+					[]ast.Node{op}, "", nil, nil, nil))
+			}
+		})
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 // default. Blanked bytes become spaces, so the locations in error messages
 // stay those of the document as sent.
 
-
 // Bracket contexts: where a `name: null` pair is an argument or an input
 // field (args, object), and where it is an alias in a selection set.
 const (

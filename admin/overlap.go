@@ -52,25 +52,31 @@ func validationRules() ([]graphql.ValidationRuleFn, error) {
 // pass: the document's operations expand to at most maxSelections
 // selections in all, and fragment cycles never get here.
 func overlapRule(ctx *graphql.ValidationContext) *graphql.ValidationRuleInstance {
+	return perOperation(func(op *ast.OperationDefinition) {
+		var root *graphql.Object
+		switch s := ctx.Schema(); op.Operation {
+		case ast.OperationTypeQuery:
+			root = s.QueryType()
+		case ast.OperationTypeMutation:
+			root = s.MutationType()
+		case ast.OperationTypeSubscription:
+			root = s.SubscriptionType()
+		}
+		if root != nil {
+			o := overlapChecker{ctx: ctx, args: map[*ast.Field]string{}}
+			o.check([]scopedSet{{op.SelectionSet, root}}, false, 0)
+		}
+	})
+}
+
+// perOperation is a rule instance that calls f with each operation and
+// visits nothing below it.
+func perOperation(f func(op *ast.OperationDefinition)) *graphql.ValidationRuleInstance {
 	return &graphql.ValidationRuleInstance{VisitorOpts: &visitor.VisitorOptions{
 		KindFuncMap: map[string]visitor.NamedVisitFuncs{
 			kinds.OperationDefinition: {Kind: func(p visitor.VisitFuncParams) (string, any) {
-				op, ok := p.Node.(*ast.OperationDefinition)
-				if !ok {
-					return visitor.ActionSkip, nil
-				}
-				var root *graphql.Object
-				switch s := ctx.Schema(); op.Operation {
-				case ast.OperationTypeQuery:
-					root = s.QueryType()
-				case ast.OperationTypeMutation:
-					root = s.MutationType()
-				case ast.OperationTypeSubscription:
-					root = s.SubscriptionType()
-				}
-				if root != nil {
-					o := overlapChecker{ctx: ctx, args: map[*ast.Field]string{}}
-					o.check([]scopedSet{{op.SelectionSet, root}}, false, 0)
+				if op, ok := p.Node.(*ast.OperationDefinition); ok {
+					f(op)
 				}
 				return visitor.ActionSkip, nil
 			}},
