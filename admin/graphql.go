@@ -275,6 +275,7 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 	ctx, cancel := context.WithTimeout(ctx, executeTimeout)
 	defer cancel()
 
+	hidden := hiddenFields(&s.schema, doc)
 	start := time.Now()
 	res := graphql.Execute(graphql.ExecuteParams{
 		Schema:        s.schema,
@@ -308,7 +309,7 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 	}
 	out := &gqlResponse{Errors: convertErrors(lines.fixLocations(res.Errors), code)}
 	if executed {
-		data, err := orderedJSON(doc, req.OperationName, res.Data)
+		data, err := orderedJSON(&s.schema, doc, req.OperationName, res.Data, hidden)
 		if err != nil {
 			s.logger.ErrorContext(ctx, "encoding graphql data", "err", err)
 			return requestError(http.StatusInternalServerError, codeInternal, "%s", internalError.msg)

@@ -53,16 +53,7 @@ func validationRules() ([]graphql.ValidationRuleFn, error) {
 // selections in all, and fragment cycles never get here.
 func overlapRule(ctx *graphql.ValidationContext) *graphql.ValidationRuleInstance {
 	return perOperation(func(op *ast.OperationDefinition) {
-		var root *graphql.Object
-		switch s := ctx.Schema(); op.Operation {
-		case ast.OperationTypeQuery:
-			root = s.QueryType()
-		case ast.OperationTypeMutation:
-			root = s.MutationType()
-		case ast.OperationTypeSubscription:
-			root = s.SubscriptionType()
-		}
-		if root != nil {
+		if root, ok := rootType(ctx.Schema(), op.Operation).(graphql.Composite); ok {
 			o := overlapChecker{ctx: ctx, args: map[*ast.Field]string{}}
 			o.check([]scopedSet{{op.SelectionSet, root}}, false, 0)
 		}
@@ -163,10 +154,7 @@ func (o *overlapChecker) collect(sets []scopedSet) ([]string, map[string][]scope
 				if s.Name == nil {
 					continue
 				}
-				name := s.Name.Value
-				if s.Alias != nil && s.Alias.Value != "" {
-					name = s.Alias.Value
-				}
+				name := responseName(s)
 				if _, ok := byName[name]; !ok {
 					names = append(names, name)
 				}
@@ -202,28 +190,12 @@ func (o *overlapChecker) condition(cond *ast.Named, parent graphql.Composite) gr
 	return parent
 }
 
-// fieldDef is the definition of the field name on parent, introspection's
-// meta-fields included, or nil.
+// fieldDef is fieldDef for the schema being validated.
 func (o *overlapChecker) fieldDef(parent graphql.Composite, name string) *graphql.FieldDefinition {
 	if parent == nil {
 		return nil
 	}
-	s := o.ctx.Schema()
-	switch {
-	case name == graphql.TypeNameMetaFieldDef.Name:
-		return graphql.TypeNameMetaFieldDef
-	case name == graphql.SchemaMetaFieldDef.Name && parent == graphql.Composite(s.QueryType()):
-		return graphql.SchemaMetaFieldDef
-	case name == graphql.TypeMetaFieldDef.Name && parent == graphql.Composite(s.QueryType()):
-		return graphql.TypeMetaFieldDef
-	}
-	switch t := parent.(type) {
-	case *graphql.Object:
-		return t.Fields()[name]
-	case *graphql.Interface:
-		return t.Fields()[name]
-	}
-	return nil
+	return fieldDef(o.ctx.Schema(), parent, name)
 }
 
 // conflict says why a and b cannot be merged, or "".
