@@ -6,10 +6,6 @@ import (
 	"github.com/graphql-go/graphql"
 	"github.com/graphql-go/graphql/gqlerrors"
 	"github.com/graphql-go/graphql/language/ast"
-	"github.com/graphql-go/graphql/language/kinds"
-	"github.com/graphql-go/graphql/language/lexer"
-	"github.com/graphql-go/graphql/language/source"
-	"github.com/graphql-go/graphql/language/visitor"
 )
 
 // maxDepth is SPEC §5's query depth limit.
@@ -30,7 +26,9 @@ const maxNesting = 64
 const maxSelections = 5000
 
 // limitsRule is a validation rule that refuses operations nested deeper than
-// maxDepth or larger than maxSelections once fragments are expanded.
+// maxDepth, and documents whose operations are larger than maxSelections
+// once fragments are expanded, alone or in all (every later rule that
+// follows fragments visits each operation).
 //
 // Depth counts field selections: `{ webhooks { totalCount } }` is 2.
 // Fragments (named and inline) are expanded and add no depth of their own;
@@ -47,28 +45,27 @@ const maxSelections = 5000
 func limitsRule(maxDepth, maxSelections int) graphql.ValidationRuleFn {
 	return func(ctx *graphql.ValidationContext) *graphql.ValidationRuleInstance {
 		m := &measurer{ctx: ctx, memo: map[string]size{}, active: map[string]bool{}, cap: maxSelections + 1}
-		return &graphql.ValidationRuleInstance{VisitorOpts: &visitor.VisitorOptions{
-			KindFuncMap: map[string]visitor.NamedVisitFuncs{
-				kinds.OperationDefinition: {Kind: func(p visitor.VisitFuncParams) (string, any) {
-					op, ok := p.Node.(*ast.OperationDefinition)
-					if !ok {
-						return visitor.ActionSkip, nil
-					}
-					sz := m.selectionSet(op.SelectionSet)
-					if sz.depth > maxDepth {
-						ctx.ReportError(gqlerrors.NewError(
-							fmt.Sprintf("query is too deep: its depth is %d and the limit is %d; ask for fewer nested levels or split it into several queries", sz.depth, maxDepth),
-							[]ast.Node{op}, "", nil, nil, nil))
-					}
-					if sz.selections > maxSelections {
-						ctx.ReportError(gqlerrors.NewError(
-							fmt.Sprintf("query is too large: it selects more than %d fields once fragments are expanded; split it into several queries", maxSelections),
-							[]ast.Node{op}, "", nil, nil, nil))
-					}
-					return visitor.ActionSkip, nil
-				}},
-			},
-		}}
+		total := 0 // over all operations: the later rules visit each one
+		return perOperation(func(op *ast.OperationDefinition) {
+			sz := m.selectionSet(op.SelectionSet)
+			if sz.depth > maxDepth {
+				ctx.ReportError(gqlerrors.NewError(
+					fmt.Sprintf("query is too deep: its depth is %d and the limit is %d; ask for fewer nested levels or split it into several queries", sz.depth, maxDepth),
+					[]ast.Node{op}, "", nil, nil, nil))
+			}
+			prev := total
+			total = min(total+sz.selections, m.cap)
+			switch {
+			case sz.selections > maxSelections:
+				ctx.ReportError(gqlerrors.NewError(
+					fmt.Sprintf("query is too large: it selects more than %d fields once fragments are expanded; split it into several queries", maxSelections),
+					[]ast.Node{op}, "", nil, nil, nil))
+			case total > maxSelections && prev <= maxSelections:
+				ctx.ReportError(gqlerrors.NewError(
+					fmt.Sprintf("document is too large: its operations select more than %d fields in all once fragments are expanded; send fewer operations per request", maxSelections),
+					[]ast.Node{op}, "", nil, nil, nil))
+			}
+		})
 	}
 }
 
@@ -127,30 +124,4 @@ func (m *measurer) fragment(name string) size {
 	delete(m.active, name)
 	m.memo[name] = sz
 	return sz
-}
-
-// checkNesting refuses documents whose brackets nest deeper than limit,
-// using graphql-go's lexer so that brackets in strings and comments do not
-// count. A lexing error is left for the parser to report with its location.
-func checkNesting(src *source.Source, limit int) error {
-	lex := lexer.Lex(src)
-	depth, pos := 0, 0
-	for {
-		tok, err := lex(pos)
-		if err != nil {
-			return nil
-		}
-		switch tok.Kind {
-		case lexer.EOF:
-			return nil
-		case lexer.BRACE_L, lexer.BRACKET_L, lexer.PAREN_L:
-			depth++
-			if depth > limit {
-				return fmt.Errorf("document nests brackets more than %d levels deep; the query depth limit is %d", limit, maxDepth)
-			}
-		case lexer.BRACE_R, lexer.BRACKET_R, lexer.PAREN_R:
-			depth--
-		}
-		pos = tok.End
-	}
 }

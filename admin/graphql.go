@@ -238,18 +238,30 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 		}
 	}()
 
-	src := source.NewSource(&source.Source{Body: blankNulls([]byte(req.Query)), Name: "GraphQL request"})
-	if err := checkNesting(src, maxNesting); err != nil {
+	body := []byte(req.Query)
+	toks, err := lexDocument(body, maxTokens)
+	switch {
+	case err == nil:
+		body = blankNullTokens(body, toks)
+	case !errors.Is(err, errLex):
 		// Answered like a validation error: 200 with application/json.
 		return requestError(0, codeBadUserInput, "%v", err)
 	}
-	doc, err := parser.Parse(parser.ParseParams{Source: src})
+	src := source.NewSource(&source.Source{Body: body, Name: "GraphQL request"})
+	// NoSource: see lineIndex. Syntax errors still carry the source.
+	doc, err := parser.Parse(parser.ParseParams{Source: src, Options: parser.ParseOptions{NoSource: true}})
 	if err != nil {
 		return &gqlResponse{Errors: convertErrors(gqlerrors.FormatErrors(err), codeBadUserInput)}
 	}
+	lines := newLineIndex(src.Body)
+	if n := countFields(doc, maxFields); n > maxFields {
+		return requestError(0, codeBadUserInput,
+			"the document has more than %d fields, counted over all its operations and fragments, used or not; send fewer fields or split it into several requests", maxFields)
+	}
+	// limits runs first, alone: see Server.limits.
 	for _, rules := range [][]graphql.ValidationRuleFn{s.limits, s.rules} {
 		if vr := graphql.ValidateDocument(&s.schema, doc, rules); !vr.IsValid {
-			return &gqlResponse{Errors: convertErrors(vr.Errors, codeBadUserInput)}
+			return &gqlResponse{Errors: convertErrors(capErrors(lines.fixLocations(vr.Errors)), codeBadUserInput)}
 		}
 	}
 
@@ -263,6 +275,7 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 	ctx, cancel := context.WithTimeout(ctx, executeTimeout)
 	defer cancel()
 
+	hidden := hiddenFields(&s.schema, doc)
 	start := time.Now()
 	res := graphql.Execute(graphql.ExecuteParams{
 		Schema:        s.schema,
@@ -294,9 +307,9 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 			}
 		}
 	}
-	out := &gqlResponse{Errors: convertErrors(res.Errors, code)}
+	out := &gqlResponse{Errors: convertErrors(lines.fixLocations(res.Errors), code)}
 	if executed {
-		data, err := orderedJSON(doc, req.OperationName, res.Data)
+		data, err := orderedJSON(&s.schema, doc, req.OperationName, res.Data, hidden)
 		if err != nil {
 			s.logger.ErrorContext(ctx, "encoding graphql data", "err", err)
 			return requestError(http.StatusInternalServerError, codeInternal, "%s", internalError.msg)

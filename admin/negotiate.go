@@ -1,10 +1,10 @@
 package admin
 
 import (
-	"mime"
 	"net/http"
-	"strconv"
 	"strings"
+
+	"github.com/munnerz/goautoneg"
 )
 
 // Response media types of GraphQL over HTTP.
@@ -23,31 +23,23 @@ type acceptRange struct {
 // accept is a parsed Accept header, in the client's order.
 type accept []acceptRange
 
+// parseAccept parses the Accept header with goautoneg, one media range at a
+// time because goautoneg sorts the ranges of a header by preference and
+// the client's order breaks ties here. Ranges goautoneg cannot read, and
+// qualities outside 0–1, are dropped: one bad range does not spoil the
+// rest. goautoneg.Negotiate itself is not used: it takes the first range
+// that matches in its order, so a q=0 range or a more specific range with
+// a lower quality does not exclude a type as RFC 9110 says.
 func parseAccept(r *http.Request) accept {
 	var out accept
 	for _, h := range r.Header.Values("Accept") {
 		for part := range strings.SplitSeq(h, ",") {
-			part = strings.TrimSpace(part)
-			if part == "" {
-				continue
-			}
-			mt, params, err := mime.ParseMediaType(part)
-			if err != nil {
-				continue // one bad range does not spoil the rest
-			}
-			typ, sub, ok := strings.Cut(mt, "/")
-			if !ok {
-				continue
-			}
-			q := 1.0
-			if s, ok := params["q"]; ok {
-				v, err := strconv.ParseFloat(s, 64)
-				if err != nil || v < 0 || v > 1 {
+			for _, c := range goautoneg.ParseAccept(part) {
+				if c.Q < 0 || c.Q > 1 || c.Type == "" || c.SubType == "" {
 					continue
 				}
-				q = v
+				out = append(out, acceptRange{typ: strings.ToLower(c.Type), sub: strings.ToLower(c.SubType), q: c.Q})
 			}
-			out = append(out, acceptRange{typ: typ, sub: sub, q: q})
 		}
 	}
 	return out

@@ -1,5 +1,14 @@
 package admin
 
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/graphql-go/graphql/language/lexer"
+	"github.com/graphql-go/graphql/language/source"
+)
+
 // graphql-go's parser predates the null literal of the GraphQL spec (June
 // 2018, §2.9.5): `webhooks(after: null)` is a syntax error to it, although
 // every client library may send it. What it does with a null passed through
@@ -8,12 +17,6 @@ package admin
 // `name: null` argument or input-object field and every `= null` variable
 // default. Blanked bytes become spaces, so the locations in error messages
 // stay those of the document as sent.
-
-// nullToken is one lexical token of a document, as far as blankNulls needs.
-type nullToken struct {
-	start, end int
-	kind       byte // 'n' a name, 's' a string, '#' anything else that is a value (numbers, $), else the punctuator itself
-}
 
 // Bracket contexts: where a `name: null` pair is an argument or an input
 // field (args, object), and where it is an alias in a selection set.
@@ -28,10 +31,15 @@ const (
 // defaults blanked, or q itself when it has none. Malformed documents are
 // returned unchanged for the parser to report.
 func blankNulls(q []byte) []byte {
-	toks, ok := lexForNulls(q)
-	if !ok {
+	toks, err := lexDocument(q, len(q)+1)
+	if err != nil {
 		return q
 	}
+	return blankNullTokens(q, toks)
+}
+
+// blankNullTokens is blankNulls on q's tokens, as lexDocument returns them.
+func blankNullTokens(q []byte, toks []token) []byte {
 	var out []byte
 	blank := func(from, to int) {
 		if out == nil {
@@ -76,7 +84,7 @@ func blankNulls(q []byte) []byte {
 				continue
 			}
 			switch p := toks[i-1]; {
-			case p.kind == ':' && i >= 2 && toks[i-2].kind == 'n' && (top() == ctxArgs || top() == ctxObject):
+			case p.kind == ':' && i >= 2 && toks[i-2].kind == 'n' && (i < 3 || toks[i-3].kind != '$') && (top() == ctxArgs || top() == ctxObject):
 				blank(toks[i-2].start, t.end)
 				removed[i-2], removed[i-1], removed[i] = true, true, true
 			case p.kind == '=':
@@ -107,67 +115,89 @@ func blankNulls(q []byte) []byte {
 	return out
 }
 
-// lexForNulls splits q into tokens, skipping white space, commas and
-// comments; ok is false when a string is not terminated.
-func lexForNulls(q []byte) (toks []nullToken, ok bool) {
-	isName := func(c byte) bool {
-		return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+// token is one lexical token of a document, as far as the checks before
+// parsing need.
+type token struct {
+	start, end int
+	kind       byte // 'n' a name, 's' a string, '#' a number, else the punctuator itself ('.' for "...")
+}
+
+// kindOf maps graphql-go's token kinds to token.kind.
+func kindOf(k lexer.TokenKind) byte {
+	switch k {
+	case lexer.NAME:
+		return 'n'
+	case lexer.STRING, lexer.BLOCK_STRING:
+		return 's'
+	case lexer.INT, lexer.FLOAT:
+		return '#'
+	case lexer.SPREAD:
+		return '.'
 	}
-	for i := 0; i < len(q); {
-		c := q[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',':
-			i++
-		case c == '#':
-			for i < len(q) && q[i] != '\n' && q[i] != '\r' {
-				i++
-			}
-		case c == '"':
-			start := i
-			if len(q)-i >= 3 && q[i+1] == '"' && q[i+2] == '"' {
-				i += 3
-				for ; ; i++ {
-					if i+3 > len(q) {
-						return nil, false
-					}
-					if q[i] == '\\' && i+4 <= len(q) && string(q[i+1:i+4]) == `"""` {
-						i += 3
-						continue
-					}
-					if string(q[i:i+3]) == `"""` {
-						i += 3
-						break
-					}
-				}
-			} else {
-				for i++; ; i++ {
-					if i >= len(q) || q[i] == '\n' || q[i] == '\r' {
-						return nil, false
-					}
-					if q[i] == '\\' {
-						i++
-						continue
-					}
-					if q[i] == '"' {
-						i++
-						break
-					}
-				}
-			}
-			toks = append(toks, nullToken{start, i, 's'})
-		case isName(c) || c == '-' || c == '$':
-			start := i
-			kind := byte('n')
-			if c < 'A' || c == '$' { // digits, '-', '$'
-				kind = '#'
-			}
-			for i++; i < len(q) && (isName(q[i]) || (kind == '#' && (q[i] == '.' || q[i] == '+' || q[i] == '-'))); i++ {
-			}
-			toks = append(toks, nullToken{start, i, kind})
-		default:
-			toks = append(toks, nullToken{i, i + 1, c})
-			i++
+	// The other kinds are one-character punctuators, which graphql-go
+	// describes by themselves.
+	if d := k.String(); len(d) == 1 {
+		return d[0]
+	}
+	return '?'
+}
+
+// errLex is a lexing error, which the parser reports with its location.
+var errLex = errors.New("lexing error")
+
+// lexDocument splits a document into tokens with graphql-go's lexer, the
+// one the parser uses, so that strings, block strings and comments are
+// read exactly as the parser reads them. It refuses, before anything
+// parses the document, more than maxTokens tokens (graphql-go's parser and
+// validators spend microseconds per node, so a megabyte of tiny tokens
+// would cost seconds) and brackets nested more than maxNesting deep (they
+// recurse once per level). It returns errLex when the lexer fails.
+func lexDocument(q []byte, maxTokens int) ([]token, error) {
+	// A copy: graphql-go's lexer writes into the body when it reads an
+	// escaped triple quote in a block string (v0.8.1 appends to a slice of
+	// it), so the parser, lexing the same bytes again, would read another
+	// document.
+	lex := lexer.Lex(source.NewSource(&source.Source{Body: bytes.Clone(q)}))
+	var toks []token
+	depth, pos := 0, 0
+	// Direct tokens of each open bracket. Only list values and list types
+	// open '[', and no argument of this schema takes a list, so a long
+	// list is always an error, yet graphql-go prints it whole, slowly, to
+	// say so.
+	var items, openers []int
+	for {
+		tok, err := lex(pos)
+		if err != nil {
+			return nil, errLex
 		}
+		if tok.Kind == lexer.EOF {
+			return toks, nil
+		}
+		if len(toks) == maxTokens {
+			return nil, fmt.Errorf("document has more than %d tokens (names, values and punctuation); send a smaller document", maxTokens)
+		}
+		t := token{start: tok.Start, end: tok.End, kind: kindOf(tok.Kind)}
+		if n := len(items); n > 0 && t.kind != '}' && t.kind != ']' && t.kind != ')' {
+			items[n-1]++
+			if items[n-1] > maxListItems && toks[openers[n-1]].kind == '[' {
+				return nil, fmt.Errorf("a list value holds more than %d items; no argument of this API takes a list", maxListItems)
+			}
+		}
+		switch t.kind {
+		case '{', '[', '(':
+			depth++
+			if depth > maxNesting {
+				return nil, fmt.Errorf("document nests brackets more than %d levels deep; the query depth limit is %d", maxNesting, maxDepth)
+			}
+			items = append(items, 0)
+			openers = append(openers, len(toks))
+		case '}', ']', ')':
+			depth--
+			if len(items) > 0 {
+				items, openers = items[:len(items)-1], openers[:len(openers)-1]
+			}
+		}
+		toks = append(toks, t)
+		pos = tok.End
 	}
-	return toks, true
 }

@@ -45,7 +45,6 @@ func newSchema(a *api, eventTypes []string) (graphql.Schema, error) {
 	if len(eventTypes) == 0 {
 		return graphql.Schema{}, errors.New("admin: no event types for the WebhookType enum")
 	}
-	fixEnumDefaults()
 	a.types = make(map[string]bool, len(eventTypes))
 	typeValues := graphql.EnumValueConfigMap{}
 	for _, t := range eventTypes {

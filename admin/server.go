@@ -67,11 +67,9 @@ type Server struct {
 	cfg    Config
 	logger *slog.Logger
 	schema graphql.Schema
-	// limits runs before rules: graphql-go's OverlappingFieldsCanBeMerged
-	// recurses forever on a fragment cycle (a fatal stack overflow, which
-	// no recover catches) and follows fragment fan-out exponentially, so
-	// the specified rules only see documents without cycles and of
-	// bounded expanded size.
+	// limits runs before rules, and countFields before both: the specified
+	// rules and overlapRule follow fragments, and only see documents
+	// without cycles, of bounded size as written and once expanded.
 	limits    []graphql.ValidationRuleFn
 	rules     []graphql.ValidationRuleFn
 	ready     map[string]Check
@@ -104,12 +102,16 @@ func New(cfg Config, logger *slog.Logger, g prometheus.Gatherer, store Store, ev
 	if err != nil {
 		return nil, err
 	}
+	rules, err := validationRules()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:      cfg,
 		logger:   logger,
 		schema:   schema,
-		limits:   []graphql.ValidationRuleFn{graphql.NoFragmentCyclesRule, limitsRule(maxDepth, maxSelections)},
-		rules:    graphql.SpecifiedRules,
+		limits:   []graphql.ValidationRuleFn{graphql.NoFragmentCyclesRule, limitsRule(maxDepth, maxSelections), valueSizeRule},
+		rules:    rules,
 		ready:    maps.Clone(ready),
 		hasToken: cfg.Token != "",
 		explorer: explorer,
@@ -119,9 +121,9 @@ func New(cfg Config, logger *slog.Logger, g prometheus.Gatherer, store Store, ev
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /graphql", s.serveGraphQLPost)
-	mux.HandleFunc("GET /graphql", s.serveGraphQLGet)
-	mux.HandleFunc("GET "+explorerPrefix, s.explorer.serveAsset)
+	mux.HandleFunc("POST /graphql", s.localOnly(s.serveGraphQLPost))
+	mux.HandleFunc("GET /graphql", s.localOnly(s.serveGraphQLGet))
+	mux.HandleFunc("GET "+explorerPrefix, s.localOnly(s.explorer.serveAsset))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
 		ErrorLog:          slogPrintln{logger},
 		ErrorHandling:     promhttp.ContinueOnError,
