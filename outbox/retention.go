@@ -136,7 +136,15 @@ func (o *Outbox) retainEvents(from []byte, cutoff time.Time) (next []byte, more 
 		return nil
 	})
 	if err == nil && len(dels) > 0 {
-		err = o.deleteList(dels)
+		// The log sequence is read back from the highest l/ key at Open;
+		// once every log is gone it would start again and a stale x/ index
+		// entry (or a client's cursor) could then name a new log. The
+		// highest sequence deleted is kept first, so it never goes back.
+		top := beUint64(dels[len(dels)-3][len(prefixLog):])
+		err = o.dbUpdate(func(txn *badger.Txn) error { return txn.Set(keyMetaLogSeq, u64(nil, top)) })
+		if err == nil {
+			err = o.deleteList(dels)
+		}
 	}
 	return next, more, err
 }
@@ -173,7 +181,15 @@ func (o *Outbox) retainLogs(from []byte, cutoff time.Time) (next []byte, more bo
 		return nil
 	})
 	if err == nil && len(dels) > 0 {
-		err = o.deleteList(dels)
+		// The log sequence is read back from the highest l/ key at Open;
+		// once every log is gone it would start again and a stale x/ index
+		// entry (or a client's cursor) could then name a new log. The
+		// highest sequence deleted is kept first, so it never goes back.
+		top := beUint64(dels[len(dels)-3][len(prefixLog):])
+		err = o.dbUpdate(func(txn *badger.Txn) error { return txn.Set(keyMetaLogSeq, u64(nil, top)) })
+		if err == nil {
+			err = o.deleteList(dels)
+		}
 	}
 	return next, more, err
 }
