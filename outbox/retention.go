@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -27,6 +28,7 @@ func (o *Outbox) runMaintenance() {
 		if err := o.retain(o.now()); err != nil {
 			o.log.Error("retention pass failed", "err", err)
 		}
+		o.dropExpiredSecrets(o.now())
 		o.collectGarbage()
 	}
 }
@@ -203,4 +205,28 @@ func (o *Outbox) deleteList(keys [][]byte) error {
 		}
 		return nil
 	})
+}
+
+// dropExpiredSecrets removes from the store the previous secrets whose 24 h
+// of signing are over: they no longer sign anything and should not sit on
+// disk. It runs with retention, so a secret is gone at most
+// retentionEvery (10 minutes) after its time.
+func (o *Outbox) dropExpiredSecrets(now time.Time) {
+	o.whMu.Lock()
+	defer o.whMu.Unlock()
+	for _, h := range o.hooks {
+		kept := slices.DeleteFunc(slices.Clone(h.PreviousSecrets), func(p PreviousSecret) bool { return !now.Before(p.Until) })
+		if len(kept) == len(h.PreviousSecrets) {
+			continue
+		}
+		next := *h
+		next.PreviousSecrets = kept
+		if len(kept) == 0 {
+			next.PreviousSecrets = nil
+		}
+		if err := o.putWebhookLocked(&next); err != nil {
+			o.log.Error("dropping expired previous secrets failed; retrying at the next retention pass", "webhook", h.ID, "err", err)
+			return
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,5 +126,61 @@ func TestGuardSpecialPurposeRanges(t *testing.T) {
 	}
 	if err := allowed.checkURL("http://198.18.0.1/"); err != nil {
 		t.Errorf("allowed_networks 198.18.0.0/15 at create time: %v", err)
+	}
+}
+
+// Item 13: unpadded secrets are refused; previous secrets leave the store
+// once their 24 h are over.
+func TestSecretsPaddingAndExpiry(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	dir := t.TempDir()
+	o := openTestDir(t, dir, func(_ *StorageConfig, _ *DeliveryConfig, h *openHooks) {
+		h.now = now
+		h.retentionEvery = 20 * time.Millisecond
+	})
+	unpadded := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAA"
+	_, err := o.CreateWebhook(context.Background(), WebhookCreate{URL: "http://127.0.0.1:1/", Type: "ORDER_CREATED", Secret: unpadded})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "padding") {
+		t.Fatalf("unpadded secret: %v, want ErrInvalid about padding", err)
+	}
+	hook, err := o.CreateWebhook(context.Background(), WebhookCreate{URL: "http://127.0.0.1:1/", Type: "ORDER_CREATED", Secret: unpadded + "=="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := o.RotateSecret(context.Background(), hook.ID)
+	if err != nil || len(rotated.PreviousSecrets) != 1 {
+		t.Fatalf("rotate: %+v, %v", rotated.PreviousSecrets, err)
+	}
+	time.Sleep(100 * time.Millisecond) // retention passes before expiry keep it
+	if w, _ := o.Webhook(context.Background(), hook.ID); len(w.PreviousSecrets) != 1 {
+		t.Fatalf("previous secret dropped before its 24 h: %+v", w.PreviousSecrets)
+	}
+	mu.Lock()
+	clock = clock.Add(24*time.Hour + time.Second)
+	mu.Unlock()
+	waitFor(t, 5*time.Second, "the expired secret dropped", func() bool {
+		w, _ := o.Webhook(context.Background(), hook.ID)
+		return len(w.PreviousSecrets) == 0
+	})
+	o.close(t)
+	s, _ := testConfigs(dir)
+	db, err := badger.Open(badgerOptions(s, testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.View(func(txn *badger.Txn) error {
+		var r webhookRecord
+		if err := getRecord(txn, webhookKey(hook.ID), r.unmarshal); err != nil {
+			return err
+		}
+		if len(r.PreviousSecrets) != 0 || r.Secret != rotated.Secret {
+			t.Errorf("stored record: secret %q, previous %+v", r.Secret, r.PreviousSecrets)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
