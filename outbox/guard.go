@@ -141,11 +141,18 @@ func (g *guard) control(_, address string, _ syscall.RawConn) error {
 // checkURL validates a webhook URL: absolute http(s), and, unless private
 // networks are allowed, neither localhost nor an IP literal in a refused
 // range. Host names are checked again at dial time.
+//
+// Messages show the URL redacted (redactURL): they may be logged.
 func (g *guard) checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%w: url %q is not a URL: %v", ErrInvalid, raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%w: url %q is not a URL: %v", ErrInvalid, redactURL(raw), err)
 	}
+	raw = redactURL(raw)
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%w: url %q must be absolute and start with http:// or https://", ErrInvalid, raw)
 	}

@@ -1,8 +1,11 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -10,6 +13,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/eventtap/eventtap/rules"
 )
 
 // rewindMetaSeq reopens the closed store in dir with Badger alone and sets
@@ -183,4 +188,78 @@ func TestSecretsPaddingAndExpiry(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Item 10: a token in a webhook URL's query reaches neither the process log
+// nor the stored attempt errors.
+func TestURLTokensStayOutOfLogs(t *testing.T) {
+	var logBuf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, d := testConfigs(t.TempDir())
+	d.RetrySchedule = []time.Duration{10 * time.Millisecond}
+	o, err := open(context.Background(), s, d, testTypes, logger, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: every attempt is a connection error
+	const token = "s3cr3t-t0ken"
+	hook, err := o.CreateWebhook(context.Background(), WebhookCreate{URL: "http://" + addr + "/hook?token=" + token, Type: "ORDER_CREATED"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Commit(context.Background(), []rules.Event{event("ORDER_CREATED", "o1", `{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	to := &testOutbox{Outbox: o}
+	var logs []Log
+	waitFor(t, 5*time.Second, "two failed attempts", func() bool {
+		logs = to.allLogs(t, LogFilter{WebhookID: hook.ID})
+		return len(logs) == 2
+	})
+	tl, err := o.TestWebhook(context.Background(), hook.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs = append(logs, tl)
+	for _, l := range logs {
+		if l.Error == "" || strings.Contains(l.Error, token) || !strings.Contains(l.Error, addr+"/hook?REDACTED") {
+			t.Errorf("stored attempt error %q: want the redacted URL and no token", l.Error)
+		}
+	}
+	_, err = o.UpdateWebhook(context.Background(), WebhookUpdate{ID: hook.ID, URL: ptr("ftp://" + addr + "/?token=" + token)})
+	if err == nil || strings.Contains(err.Error(), token) {
+		t.Errorf("update error %v: want refused, without the token", err)
+	}
+	waitFor(t, 5*time.Second, "the last-retry warning logged", func() bool {
+		return strings.Contains(logBuf.String(), "delivery failed after its last retry")
+	})
+	if out := logBuf.String(); strings.Contains(out, token) {
+		t.Errorf("the token appears in the log:\n%s", out)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
