@@ -136,9 +136,15 @@ func (d *dispatcher) add(webhookID, subject string, it pendingItem, reload bool)
 		})
 	}
 	if found {
-		if i == 0 && l.busy && !reload {
+		switch {
+		case reload:
+		case i == 0 && l.busy:
 			l.requeued = true
 			l.items[0].due = it.due
+		case it.due < l.items[i].due:
+			// Redelivered while waiting in backoff: due earlier now.
+			l.items[i].due = it.due
+			d.fix(l)
 		}
 		return present
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -262,4 +263,37 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Item 5: eventRedeliver on a delivery waiting in backoff sends it now, with
+// its retry schedule starting again.
+func TestRedeliverPendingInBackoffSendsNow(t *testing.T) {
+	o := openTest(t, func(_ *StorageConfig, d *DeliveryConfig, _ *openHooks) {
+		d.RetrySchedule = []time.Duration{14 * time.Hour, 20 * time.Hour}
+	})
+	rc := newReceiver(t, func(n int, _ *received, w http.ResponseWriter) {
+		if n == 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	hook := o.hook(t, rc.URL, "ORDER_CREATED")
+	o.commit(t, event("ORDER_CREATED", "o1", `{}`))
+	waitFor(t, 5*time.Second, "the first attempt", func() bool { return rc.count() == 1 })
+	id := rc.requests()[0].ID
+	waitFor(t, 5*time.Second, "the attempt recorded", func() bool { return o.deliveryState(t, id, hook.ID).Attempts == 1 })
+	if d := o.deliveryState(t, id, hook.ID); d.State != Pending || time.Until(d.NextAttemptAt) < 13*time.Hour {
+		t.Fatalf("after the failed attempt: %+v, want PENDING for ~14h", d)
+	}
+	ev, err := o.Redeliver(context.Background(), id, hook.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := ev.Deliveries[0]; d.State != Pending || d.Attempts != 0 || time.Until(d.NextAttemptAt) > time.Second {
+		t.Errorf("Redeliver returned %+v, want PENDING, 0 attempts, due now", d)
+	}
+	waitFor(t, 5*time.Second, "the redelivery sent", func() bool { return rc.count() == 2 })
+	waitFor(t, 5*time.Second, "SUCCEEDED", func() bool { return o.deliveryState(t, id, hook.ID).State == Succeeded })
+	if d := o.deliveryState(t, id, hook.ID); d.Attempts != 1 {
+		t.Errorf("attempts after the redelivery: %d, want 1 (the schedule started again)", d.Attempts)
+	}
 }
