@@ -220,17 +220,52 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 }
 
 // commitRequeued finishes the writes of a replay or redelivery: on scanErr
-// it discards them; otherwise it commits them and only then hands the
-// lanes to the dispatcher, so that nothing is attempted that is not stored.
+// it discards the writes not yet committed; otherwise it commits them and
+// only then hands the lanes to the dispatcher, so that nothing is
+// attempted that is not stored.
+//
+// A large requeue is written in several transactions (txnWriter), and
+// those committed before a cancellation (client gone, execution timeout)
+// or a failure are durable: their deliveries are PENDING in the store, so
+// they are handed to the dispatcher too (dispatchStored) rather than left
+// for the next restart.
 func (o *Outbox) commitRequeued(w *txnWriter, scanErr error, lanes []laneEntry, what string) error {
 	if scanErr != nil {
 		w.discard()
-		_ = w.commit()
+		if w.pending > 0 {
+			_ = w.commit() // waits for the parts already committed
+			o.dispatchStored(lanes)
+		}
 		return scanErr
 	}
 	if err := w.commit(); err != nil {
+		if w.pending > 0 {
+			o.dispatchStored(lanes)
+		}
 		return fmt.Errorf("outbox: queueing %s: %w", what, err)
 	}
 	o.disp.addMany(lanes)
 	return nil
+}
+
+// dispatchStored hands the dispatcher those of lanes whose entries are in
+// the store.
+func (o *Outbox) dispatchStored(lanes []laneEntry) {
+	stored := make([]laneEntry, 0, len(lanes))
+	err := o.db.View(func(txn *badger.Txn) error {
+		for _, l := range lanes {
+			_, err := txn.Get(laneKey(l.webhookID, l.subject, l.item.seq))
+			switch {
+			case err == nil:
+				stored = append(stored, l)
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		o.log.Error("reading back a partly written requeue failed; its deliveries go out after the next restart", "err", err)
+	}
+	o.disp.addMany(stored)
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,5 +297,55 @@ func TestRedeliverPendingInBackoffSendsNow(t *testing.T) {
 	waitFor(t, 5*time.Second, "SUCCEEDED", func() bool { return o.deliveryState(t, id, hook.ID).State == Succeeded })
 	if d := o.deliveryState(t, id, hook.ID); d.Attempts != 1 {
 		t.Errorf("attempts after the redelivery: %d, want 1 (the schedule started again)", d.Attempts)
+	}
+}
+
+// countdownCtx reports itself cancelled from its n-th Err call on: a client
+// that goes away in the middle of a long replay.
+type countdownCtx struct {
+	context.Context
+	n atomic.Int64
+}
+
+func (c *countdownCtx) Err() error {
+	if c.n.Add(-1) < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// Item 6: a replay cancelled after some of its transactions committed
+// dispatches what was committed, without waiting for a restart.
+func TestCancelledReplayDispatchesWhatWasCommitted(t *testing.T) {
+	o := openTest(t)
+	const n = 1500
+	long := strings.Repeat("s", 600) // large lane keys: the replay spans several transactions
+	evs := make([]rules.Event, n)
+	for i := range evs {
+		evs[i] = event("ORDER_CREATED", fmt.Sprintf("%s-%04d", long, i), `{}`)
+	}
+	o.commit(t, evs...)
+	rc := newReceiver(t, nil)
+	hook := o.hook(t, rc.URL, "ORDER_CREATED")
+
+	ctx := &countdownCtx{Context: context.Background()}
+	ctx.n.Store(n - 100)
+	if _, err := o.Replay(ctx, hook.ID, time.Time{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("replay: %v, want cancelled", err)
+	}
+	stored := 0
+	if err := o.db.View(func(txn *badger.Txn) error {
+		scanKeys(txn, lanePrefix(hook.ID), func([]byte) bool { stored++; return true })
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stored == 0 || stored >= n-100 {
+		t.Fatalf("%d lane entries durable after the cancelled replay; the test needs a partly committed one", stored)
+	}
+	waitFor(t, 20*time.Second, fmt.Sprintf("the %d committed deliveries sent", stored), func() bool { return rc.count() >= stored })
+	waitFor(t, 10*time.Second, "nothing pending", func() bool { return o.disp.pendingCount() == 0 })
+	if got := rc.count(); got != stored {
+		t.Errorf("%d deliveries sent, want the %d committed", got, stored)
 	}
 }
