@@ -411,6 +411,19 @@ func (o *Outbox) runDispatcher(jobs chan<- job) {
 				o.disp.signal()
 			}(reloading)
 		}
+		if o.space.full() {
+			// An attempt's record could not be written: the receiver would
+			// get the head of every lane again every storeRetryDelay,
+			// whatever the schedule. Wait for space (spaceGuard logs when
+			// the pause starts and ends).
+			timer.Reset(spaceRecheck)
+			select {
+			case <-timer.C:
+			case <-o.stop:
+				return
+			}
+			continue
+		}
 		l, it, wait := o.disp.next(o.now())
 		if l != nil {
 			select {

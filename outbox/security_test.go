@@ -343,9 +343,38 @@ func TestCancelledReplayDispatchesWhatWasCommitted(t *testing.T) {
 	if stored == 0 || stored >= n-100 {
 		t.Fatalf("%d lane entries durable after the cancelled replay; the test needs a partly committed one", stored)
 	}
-	waitFor(t, 20*time.Second, fmt.Sprintf("the %d committed deliveries sent", stored), func() bool { return rc.count() >= stored })
-	waitFor(t, 10*time.Second, "nothing pending", func() bool { return o.disp.pendingCount() == 0 })
+	waitFor(t, 60*time.Second, fmt.Sprintf("the %d committed deliveries sent", stored), func() bool { return rc.count() >= stored })
+	waitFor(t, 30*time.Second, "nothing pending", func() bool { return o.disp.pendingCount() == 0 })
 	if got := rc.count(); got != stored {
 		t.Errorf("%d deliveries sent, want the %d committed", got, stored)
 	}
+}
+
+// Item 9: while nothing can be recorded, no delivery is attempted; delivery
+// resumes when space returns.
+func TestDeliveryPausedWhileDiskFull(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	o := openTest(t, func(_ *StorageConfig, d *DeliveryConfig, h *openHooks) {
+		h.freeBytes = func(string) (uint64, error) { return free.Load(), nil }
+		d.RetrySchedule = []time.Duration{1500 * time.Millisecond, time.Hour}
+	})
+	rc := newReceiver(t, func(n int, _ *received, w http.ResponseWriter) {
+		if n == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	hook := o.hook(t, rc.URL, "ORDER_CREATED")
+	o.commit(t, event("ORDER_CREATED", "o1", `{}`))
+	waitFor(t, 5*time.Second, "the first attempt", func() bool { return rc.count() == 1 })
+	id := rc.requests()[0].ID
+	waitFor(t, 5*time.Second, "the first attempt recorded", func() bool { return o.deliveryState(t, id, hook.ID).Attempts == 1 })
+	free.Store(minFreeBytes - 1)
+	time.Sleep(3 * time.Second) // the retry was due after 1.5 s
+	if n := rc.count(); n != 1 {
+		t.Fatalf("%d requests while the disk was full, want only the first one", n)
+	}
+	free.Store(1 << 30)
+	waitFor(t, 5*time.Second, "the retry once space returned", func() bool { return rc.count() == 2 })
+	waitFor(t, 5*time.Second, "SUCCEEDED", func() bool { return o.deliveryState(t, id, hook.ID).State == Succeeded })
 }
