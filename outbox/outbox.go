@@ -205,7 +205,26 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 	}
 	o.sender = newSender(delivery, g, dial)
 
-	db, err := badger.Open(badgerOptions(storage, logger))
+	opts := badgerOptions(storage, logger)
+	if storage.EncryptionKeyFile != "" {
+		key, warning, err := readEncryptionKey(storage.EncryptionKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: storage.encryption_key_file: %w", err)
+		}
+		if warning != "" {
+			logger.Warn("storage.encryption_key_file: " + warning)
+		}
+		// Encryption needs the index cache, which badgerOptions sets.
+		opts = opts.WithEncryptionKey(key).WithEncryptionKeyRotationDuration(keyRotation)
+	}
+	db, err := badger.Open(opts)
+	if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+		if storage.EncryptionKeyFile == "" {
+			return nil, fmt.Errorf("outbox: opening %s: the store is encrypted; set storage.encryption_key_file to the key it was written with: %w", storage.Dir, err)
+		}
+		return nil, fmt.Errorf("outbox: opening %s: the key in storage.encryption_key_file (%s) is not the one the store was written with (or the store was written without encryption; see README, Encryption at rest): %w",
+			storage.Dir, storage.EncryptionKeyFile, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("outbox: opening %s: %w", storage.Dir, err)
 	}
