@@ -254,10 +254,15 @@ func (d *dispatcher) finish(l *lane, o laneOutcome, due time.Time) {
 		d.mu.Unlock()
 		return
 	}
-	if o == laneDone && l.requeued {
+	requeued := l.requeued
+	if o == laneDone && requeued {
 		o = laneRelease
 	}
 	l.requeued = false
+	if o == laneRetry && requeued && l.items[0].due < due.UnixNano() {
+		// Redelivered while this attempt was being recorded: due now.
+		o = laneRelease
+	}
 	switch o {
 	case laneDone:
 		l.items = l.items[1:]
