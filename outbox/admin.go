@@ -100,7 +100,7 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 					continue
 				}
 				seq := beUint64(it.Item().Key()[len(prefixEvent):])
-				if err := o.requeue(txn, w, seq, &rec, webhookID, now, &lanes); err != nil {
+				if err := o.requeue(txn, w, seq, &rec, webhookID, now, false, &lanes); err != nil {
 					return err
 				}
 			}
@@ -115,14 +115,17 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 	return n, err
 }
 
-// requeue writes a fresh PENDING delivery of event seq to the webhook
-// unless one is already pending, and adds its lane entry to lanes (handed
-// to the dispatcher once the writes commit). adminMu must be held.
-func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRecord, webhookID string, now time.Time, lanes *[]laneEntry) error {
+// requeue writes a fresh PENDING delivery of event seq to the webhook, due
+// now with its retry schedule starting again, and adds its lane entry to
+// lanes (handed to the dispatcher once the writes commit). A delivery
+// already pending is left alone unless resetPending is set (eventRedeliver:
+// one waiting in backoff is sent now, SPEC §5; Replay leaves it as it is).
+// It still waits for earlier events of its subject. adminMu must be held.
+func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRecord, webhookID string, now time.Time, resetPending bool, lanes *[]laneEntry) error {
 	var cur deliveryRecord
 	err := getRecord(txn, deliveryKey(seq, webhookID), cur.unmarshal)
 	switch {
-	case err == nil && cur.State == Pending:
+	case err == nil && cur.State == Pending && !resetPending:
 		return nil
 	case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
 		return err
@@ -141,8 +144,9 @@ func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRec
 
 // Redeliver queues the event again for one webhook, or with webhookID ""
 // for every webhook subscribed to its type (and every webhook it already
-// has a delivery for). Each such delivery is reset to PENDING with a fresh
-// retry schedule and goes through the normal path (ordering, retries).
+// has a delivery for). Each such delivery, PENDING ones waiting in backoff
+// included, is reset to PENDING, due now, with a fresh retry schedule and
+// goes through the normal path (ordering, retries).
 // It returns the event with its updated deliveries.
 func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Event, error) {
 	var out Event
@@ -198,7 +202,7 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 				return err
 			}
 			for _, id := range targets {
-				if err := o.requeue(txn, w, seq, &rec, id, now, &lanes); err != nil {
+				if err := o.requeue(txn, w, seq, &rec, id, now, true, &lanes); err != nil {
 					return err
 				}
 			}
@@ -216,17 +220,52 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 }
 
 // commitRequeued finishes the writes of a replay or redelivery: on scanErr
-// it discards them; otherwise it commits them and only then hands the
-// lanes to the dispatcher, so that nothing is attempted that is not stored.
+// it discards the writes not yet committed; otherwise it commits them and
+// only then hands the lanes to the dispatcher, so that nothing is
+// attempted that is not stored.
+//
+// A large requeue is written in several transactions (txnWriter), and
+// those committed before a cancellation (client gone, execution timeout)
+// or a failure are durable: their deliveries are PENDING in the store, so
+// they are handed to the dispatcher too (dispatchStored) rather than left
+// for the next restart.
 func (o *Outbox) commitRequeued(w *txnWriter, scanErr error, lanes []laneEntry, what string) error {
 	if scanErr != nil {
 		w.discard()
-		_ = w.commit()
+		if w.pending > 0 {
+			_ = w.commit() // waits for the parts already committed
+			o.dispatchStored(lanes)
+		}
 		return scanErr
 	}
 	if err := w.commit(); err != nil {
+		if w.pending > 0 {
+			o.dispatchStored(lanes)
+		}
 		return fmt.Errorf("outbox: queueing %s: %w", what, err)
 	}
 	o.disp.addMany(lanes)
 	return nil
+}
+
+// dispatchStored hands the dispatcher those of lanes whose entries are in
+// the store.
+func (o *Outbox) dispatchStored(lanes []laneEntry) {
+	stored := make([]laneEntry, 0, len(lanes))
+	err := o.db.View(func(txn *badger.Txn) error {
+		for _, l := range lanes {
+			_, err := txn.Get(laneKey(l.webhookID, l.subject, l.item.seq))
+			switch {
+			case err == nil:
+				stored = append(stored, l)
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		o.log.Error("reading back a partly written requeue failed; its deliveries go out after the next restart", "err", err)
+	}
+	o.disp.addMany(stored)
 }

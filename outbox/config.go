@@ -12,6 +12,10 @@ type StorageConfig struct {
 	Dir        string        `yaml:"dir"`
 	SyncWrites bool          `yaml:"sync_writes"`
 	Retention  time.Duration `yaml:"retention"`
+	// EncryptionKeyFile, when set, names a file holding a 16, 24 or
+	// 32-byte AES key (raw bytes, or hex digits); Badger then encrypts
+	// everything it writes (see readEncryptionKey).
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
 }
 
 // DeliveryConfig is the `delivery:` section of the configuration file.
@@ -54,6 +58,11 @@ func (c StorageConfig) Validate() error {
 	}
 	if c.Retention <= 0 {
 		errs = append(errs, fmt.Errorf("retention: must be a positive duration such as 168h, got %s", c.Retention))
+	}
+	if c.EncryptionKeyFile != "" {
+		if _, _, err := readEncryptionKey(c.EncryptionKeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("encryption_key_file: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -62,7 +62,7 @@ func (o *Outbox) attempt(j job) {
 	whID, subject := l.id.webhookID, l.id.subject
 	var ev eventRecord
 	var rec deliveryRecord
-	found, err := o.readPending(seq, whID, subject, &ev, &rec)
+	found, err := o.readPending(seq, whID, subject, j.item.due, &ev, &rec)
 	if err != nil {
 		o.log.Error("reading a pending delivery failed; retrying later", "webhook", whID, "event_seq", seq, "err", err)
 		o.disp.finish(l, laneRetry, o.now().Add(storeRetryDelay))
@@ -178,7 +178,11 @@ func (o *Outbox) recorded(r *recording, werr error) {
 // shared snapshot, and from a fresh transaction only when the snapshot does
 // not show the delivery pending (it may predate an admin re-queue or a
 // reload).
-func (o *Outbox) readPending(seq uint64, whID, subject string, ev *eventRecord, rec *deliveryRecord) (found bool, err error) {
+//
+// A snapshot that shows the delivery due later than the in-memory due time
+// may predate an eventRedeliver that made it due now, so the fresh
+// transaction decides then too.
+func (o *Outbox) readPending(seq uint64, whID, subject string, due int64, ev *eventRecord, rec *deliveryRecord) (found bool, err error) {
 	read := func(txn *badger.Txn) error {
 		*ev, *rec = eventRecord{}, deliveryRecord{}
 		if err := getRecord(txn, eventKey(seq), ev.unmarshal); err != nil {
@@ -198,7 +202,7 @@ func (o *Outbox) readPending(seq uint64, whID, subject string, ev *eventRecord, 
 	if sn := o.snaps.acquire(); sn != nil {
 		found, err = check(read(sn.txn))
 		o.snaps.release(sn)
-		if found || err != nil {
+		if err != nil || (found && !rec.NextAttemptAt.After(time.Unix(0, due))) {
 			return found, err
 		}
 	}

@@ -141,9 +141,15 @@ func (d *dispatcher) add(webhookID, subject string, it pendingItem, reload bool)
 		})
 	}
 	if found {
-		if i == 0 && l.busy && !reload {
+		switch {
+		case reload:
+		case i == 0 && l.busy:
 			l.requeued = true
 			l.items[0].due = it.due
+		case it.due < l.items[i].due:
+			// Redelivered while waiting in backoff: due earlier now.
+			l.items[i].due = it.due
+			d.fix(l)
 		}
 		return present
 	}
@@ -257,10 +263,15 @@ func (d *dispatcher) finish(l *lane, o laneOutcome, due time.Time) {
 		d.mu.Unlock()
 		return
 	}
-	if o == laneDone && l.requeued {
+	requeued := l.requeued
+	if o == laneDone && requeued {
 		o = laneRelease
 	}
 	l.requeued = false
+	if o == laneRetry && requeued && l.items[0].due < due.UnixNano() {
+		// Redelivered while this attempt was being recorded: due now.
+		o = laneRelease
+	}
 	switch o {
 	case laneDone:
 		l.items = l.items[1:]
@@ -443,6 +454,19 @@ func (o *Outbox) runDispatcher(jobs chan<- job) {
 				}
 				o.disp.signal()
 			}(reloading)
+		}
+		if o.space.full() {
+			// An attempt's record could not be written: the receiver would
+			// get the head of every lane again every storeRetryDelay,
+			// whatever the schedule. Wait for space (spaceGuard logs when
+			// the pause starts and ends).
+			timer.Reset(spaceRecheck)
+			select {
+			case <-timer.C:
+			case <-o.stop:
+				return
+			}
+			continue
 		}
 		l, it, wait := o.disp.next(o.now())
 		if l != nil {

@@ -6,8 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"syscall"
+
+	"code.dny.dev/ssrf"
 )
 
 // errRefusedAddress marks a delivery refused by the SSRF guard.
@@ -32,22 +35,60 @@ func newGuard(cfg DeliveryConfig) (*guard, error) {
 	return g, nil
 }
 
+// The refused ranges come from code.dny.dev/ssrf, whose tables are
+// generated from the IANA IPv4 and IPv6 special-purpose address registries
+// (loopback, private-use, shared CGNAT space, link-local, documentation
+// TEST-NETs, benchmarking, IETF protocol assignments, 6to4, Teredo, AS112,
+// multicast, reserved …), rather than kept by hand here. For IPv6 it refuses
+// everything outside global unicast 2000::/3, which also covers
+// IPv4-compatible ::a.b.c.d, unique-local fc00::/7, link-local fe80::/10,
+// site-local and local-use NAT64 64:ff9b:1::/48. Both the create/update-time
+// URL check and the dial-time check use refusedKind, so they cannot differ.
 var (
-	cgnat     = netip.MustParsePrefix("100.64.0.0/10")
-	thisNet   = netip.MustParsePrefix("0.0.0.0/8")
-	reserved4 = netip.MustParsePrefix("240.0.0.0/4") // includes 255.255.255.255
-	siteLocal = netip.MustParsePrefix("fec0::/10")
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	ipv4Refused = append(slices.Clone(ssrf.IPv4DeniedPrefixes),
+		// Not special-purpose, but a cloud platform's host endpoint: the
+		// Azure WireServer answers (and hands out secrets) to any VM.
+		netip.MustParsePrefix("168.63.129.16/32"),
+	)
+	ipv6Refused = ssrf.IPv6DeniedPrefixes
+	cgnat       = netip.MustParsePrefix("100.64.0.0/10")
+	thisNet     = netip.MustParsePrefix("0.0.0.0/8")
+	wireServer  = netip.MustParsePrefix("168.63.129.16/32")
+	// The well-known NAT64 prefix embeds an IPv4 address; an IPv6-only
+	// host reaches public IPv4 receivers through it, so the embedded
+	// address is judged instead (the table refuses all of 64:ff9b::/96).
+	nat64 = ssrf.IPv6NAT64Prefix
 )
 
-// refusedKind names the range addr falls in, or "" when it is public.
+// refusedKind names the range addr falls in, or "" when it may be dialed.
 func refusedKind(addr netip.Addr) string {
 	addr = addr.Unmap() // ::ffff:127.0.0.1 is 127.0.0.1
 	if addr.Is6() && nat64.Contains(addr) {
-		// NAT64 addresses embed an IPv4 address; judge that one.
 		b := addr.As16()
 		addr = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 	}
+	var denied netip.Prefix
+	if addr.Is4() {
+		for _, p := range ipv4Refused {
+			if p.Contains(addr) {
+				denied = p
+				break
+			}
+		}
+	} else if !ssrf.IPv6GlobalUnicast.Contains(addr) {
+		denied = ssrf.IPv6GlobalUnicast
+	} else {
+		for _, p := range ipv6Refused {
+			if p.Contains(addr) {
+				denied = p
+				break
+			}
+		}
+	}
+	if !denied.IsValid() {
+		return ""
+	}
+	// Familiar names first, for messages people recognise.
 	switch {
 	case addr.IsUnspecified() || thisNet.Contains(addr):
 		return "unspecified"
@@ -61,10 +102,12 @@ func refusedKind(addr netip.Addr) string {
 		return "link-local (including cloud metadata 169.254.169.254)"
 	case addr.IsMulticast():
 		return "multicast"
-	case reserved4.Contains(addr) || siteLocal.Contains(addr):
-		return "reserved"
+	case wireServer.Contains(addr):
+		return "cloud platform (Azure WireServer 168.63.129.16)"
+	case denied == ssrf.IPv6GlobalUnicast:
+		return "non-global IPv6 (outside 2000::/3: IPv4-compatible, site-local, local-use NAT64 or reserved)"
 	}
-	return ""
+	return "special-purpose (IANA registry, " + denied.String() + ")"
 }
 
 // check returns nil when addr may be dialed.
@@ -98,11 +141,18 @@ func (g *guard) control(_, address string, _ syscall.RawConn) error {
 // checkURL validates a webhook URL: absolute http(s), and, unless private
 // networks are allowed, neither localhost nor an IP literal in a refused
 // range. Host names are checked again at dial time.
+//
+// Messages show the URL redacted (redactURL): they may be logged.
 func (g *guard) checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%w: url %q is not a URL: %v", ErrInvalid, raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%w: url %q is not a URL: %v", ErrInvalid, redactURL(raw), err)
 	}
+	raw = redactURL(raw)
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%w: url %q must be absolute and start with http:// or https://", ErrInvalid, raw)
 	}

@@ -16,6 +16,8 @@ import (
 // reverse scan and a cursor is simply the key of the last item returned.
 //
 //	m/seq                                      last event sequence (uint64)
+//	m/logseq                                   a log sequence once used (uint64), written
+//	                                           by retention before it deletes logs
 //	e/<seq:8>                                  event record
 //	s/<uvarint len><subject><seq:8>            subject index of events (no value)
 //	d/<seq:8><webhookID>                       delivery of event seq to a webhook
@@ -33,6 +35,7 @@ import (
 // id itself and ids stay unique even if a store is recreated.
 var (
 	keyMetaSeq     = []byte("m/seq")
+	keyMetaLogSeq  = []byte("m/logseq")
 	prefixEvent    = []byte("e/")
 	prefixSubject  = []byte("s/")
 	prefixDelivery = []byte("d/")

@@ -205,7 +205,26 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 	}
 	o.sender = newSender(delivery, g, dial)
 
-	db, err := badger.Open(badgerOptions(storage, logger))
+	opts := badgerOptions(storage, logger)
+	if storage.EncryptionKeyFile != "" {
+		key, warning, err := readEncryptionKey(storage.EncryptionKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: storage.encryption_key_file: %w", err)
+		}
+		if warning != "" {
+			logger.Warn("storage.encryption_key_file: " + warning)
+		}
+		// Encryption needs the index cache, which badgerOptions sets.
+		opts = opts.WithEncryptionKey(key).WithEncryptionKeyRotationDuration(keyRotation)
+	}
+	db, err := badger.Open(opts)
+	if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+		if storage.EncryptionKeyFile == "" {
+			return nil, fmt.Errorf("outbox: opening %s: the store is encrypted; set storage.encryption_key_file to the key it was written with: %w", storage.Dir, err)
+		}
+		return nil, fmt.Errorf("outbox: opening %s: the key in storage.encryption_key_file (%s) is not the one the store was written with (or the store was written without encryption; see README, Encryption at rest): %w",
+			storage.Dir, storage.EncryptionKeyFile, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("outbox: opening %s: %w", storage.Dir, err)
 	}
@@ -384,29 +403,67 @@ func (o *Outbox) dbUpdate(fn func(txn *badger.Txn) error) error {
 
 // load reads what the running goroutines need: the sequence counters,
 // every webhook and every pending lane entry.
+//
+// A counter is never taken from its meta key alone. m/seq is written with
+// the last part of a batch that Badger's size limit split (see
+// committer.write), so after a crash between the parts the events of the
+// first parts are stored under sequences above m/seq; reusing them would
+// overwrite those events and their delivery records. The event sequence is
+// therefore the greater of m/seq and the highest e/ key, and is written back
+// at once so that retention deleting those events cannot lower it again.
+// The log sequence likewise is the greater of the highest l/ key and m/logseq,
+// which retention writes before deleting the newest logs.
 func (o *Outbox) load() error {
+	var repair bool
 	if err := o.db.View(func(txn *badger.Txn) error {
-		if item, err := txn.Get(keyMetaSeq); err == nil {
-			if err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
-					return errCorrupt
-				}
-				o.seq = beUint64(v)
-				return nil
-			}); err != nil {
-				return err
+		seq, err := readCounter(txn, keyMetaSeq)
+		if err != nil {
+			return err
+		}
+		if k, ok := lastKey(txn, prefixEvent); ok && len(k) == len(prefixEvent)+8 {
+			if top := beUint64(k[len(prefixEvent):]); top > seq {
+				seq, repair = top, true
 			}
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		}
+		o.seq = seq
+		logSeq, err := readCounter(txn, keyMetaLogSeq)
+		if err != nil {
 			return err
 		}
 		if k, ok := lastKey(txn, prefixLog); ok && len(k) == len(prefixLog)+8 {
-			o.logSeq.Store(beUint64(k[len(prefixLog):]))
+			logSeq = max(logSeq, beUint64(k[len(prefixLog):]))
 		}
+		o.logSeq.Store(logSeq)
 		return o.loadWebhooks(txn)
 	}); err != nil {
 		return err
 	}
+	if repair {
+		o.log.Warn("the store holds events above its recorded sequence (a crash between the parts of a large batch); continuing after them", "seq", o.seq)
+		if err := o.db.Update(func(txn *badger.Txn) error { return txn.Set(keyMetaSeq, u64(nil, o.seq)) }); err != nil {
+			return err
+		}
+	}
 	return o.reloadPending()
+}
+
+// readCounter reads a uint64 meta key; 0 when it does not exist.
+func readCounter(txn *badger.Txn, key []byte) (uint64, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%s: %w", key, errCorrupt)
+		}
+		n = beUint64(v)
+		return nil
+	})
+	return n, err
 }
 
 // lastKey returns the greatest key with the prefix.

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -27,6 +28,7 @@ func (o *Outbox) runMaintenance() {
 		if err := o.retain(o.now()); err != nil {
 			o.log.Error("retention pass failed", "err", err)
 		}
+		o.dropExpiredSecrets(o.now())
 		o.collectGarbage()
 	}
 }
@@ -136,7 +138,15 @@ func (o *Outbox) retainEvents(from []byte, cutoff time.Time) (next []byte, more 
 		return nil
 	})
 	if err == nil && len(dels) > 0 {
-		err = o.deleteList(dels)
+		// The log sequence is read back from the highest l/ key at Open;
+		// once every log is gone it would start again and a stale x/ index
+		// entry (or a client's cursor) could then name a new log. The
+		// highest sequence deleted is kept first, so it never goes back.
+		top := beUint64(dels[len(dels)-3][len(prefixLog):])
+		err = o.dbUpdate(func(txn *badger.Txn) error { return txn.Set(keyMetaLogSeq, u64(nil, top)) })
+		if err == nil {
+			err = o.deleteList(dels)
+		}
 	}
 	return next, more, err
 }
@@ -173,7 +183,15 @@ func (o *Outbox) retainLogs(from []byte, cutoff time.Time) (next []byte, more bo
 		return nil
 	})
 	if err == nil && len(dels) > 0 {
-		err = o.deleteList(dels)
+		// The log sequence is read back from the highest l/ key at Open;
+		// once every log is gone it would start again and a stale x/ index
+		// entry (or a client's cursor) could then name a new log. The
+		// highest sequence deleted is kept first, so it never goes back.
+		top := beUint64(dels[len(dels)-3][len(prefixLog):])
+		err = o.dbUpdate(func(txn *badger.Txn) error { return txn.Set(keyMetaLogSeq, u64(nil, top)) })
+		if err == nil {
+			err = o.deleteList(dels)
+		}
 	}
 	return next, more, err
 }
@@ -187,4 +205,28 @@ func (o *Outbox) deleteList(keys [][]byte) error {
 		}
 		return nil
 	})
+}
+
+// dropExpiredSecrets removes from the store the previous secrets whose 24 h
+// of signing are over: they no longer sign anything and should not sit on
+// disk. It runs with retention, so a secret is gone at most
+// retentionEvery (10 minutes) after its time.
+func (o *Outbox) dropExpiredSecrets(now time.Time) {
+	o.whMu.Lock()
+	defer o.whMu.Unlock()
+	for _, h := range o.hooks {
+		kept := slices.DeleteFunc(slices.Clone(h.PreviousSecrets), func(p PreviousSecret) bool { return !now.Before(p.Until) })
+		if len(kept) == len(h.PreviousSecrets) {
+			continue
+		}
+		next := *h
+		next.PreviousSecrets = kept
+		if len(kept) == 0 {
+			next.PreviousSecrets = nil
+		}
+		if err := o.putWebhookLocked(&next); err != nil {
+			o.log.Error("dropping expired previous secrets failed; retrying at the next retention pass", "webhook", h.ID, "err", err)
+			return
+		}
+	}
 }

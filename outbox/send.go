@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -119,7 +120,7 @@ func (s *sender) send(ctx context.Context, hook *Webhook, id string, body []byte
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(body))
 	if err != nil {
-		return sendResult{err: fmt.Errorf("building request: %w", err)}
+		return sendResult{err: fmt.Errorf("building the request to %s failed; check the webhook's url", redactURL(hook.URL))}
 	}
 	ts := now.Unix()
 	req.Header.Set("Content-Type", "application/json")
@@ -131,6 +132,12 @@ func (s *sender) send(ctx context.Context, hook *Webhook, id string, body []byte
 	start := time.Now()
 	resp, err := s.client.Do(req)
 	if err != nil {
+		// The error reaches logs and webhookLogs.error; tokens in the
+		// URL's query must not.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactURL(ue.URL)
+		}
 		return sendResult{err: describeSendError(err, s.timeout), duration: time.Since(start)}
 	}
 	defer resp.Body.Close()
@@ -196,6 +203,22 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 
 // maxRetryAfter caps how long a receiver may ask us to wait.
 const maxRetryAfter = time.Hour
+
+// redactURL returns raw without what may be a credential: user info is
+// dropped and a query is replaced by "REDACTED". Used for every URL that
+// reaches a log line or a stored error.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	if u.RawQuery != "" || u.ForceQuery {
+		u.RawQuery, u.ForceQuery = "REDACTED", false
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return u.String()
+}
 
 // guardURL checks a webhook URL at create and update time.
 func (s *sender) guardURL(raw string) error { return s.guard.checkURL(raw) }

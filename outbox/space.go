@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // minFreeBytes is the free space storage.dir must have before anything is
@@ -25,8 +26,9 @@ type spaceGuard struct {
 	free    func(dir string) (uint64, error)
 	log     *slog.Logger
 
-	mu  sync.Mutex
-	low bool // the last check found too little space
+	mu      sync.Mutex
+	low     bool      // the last check found too little space
+	checked time.Time // when the last check ran
 }
 
 func newSpaceGuard(dir string, log *slog.Logger) *spaceGuard {
@@ -47,19 +49,38 @@ func (g *spaceGuard) check() error {
 	low := free < g.minFree
 	g.mu.Lock()
 	changed := low != g.low
-	g.low = low
+	g.low, g.checked = low, time.Now()
 	g.mu.Unlock()
 	if changed && low {
-		g.log.Error("storage.dir is nearly full; events are not committed until space is freed (on_outbox_error applies)",
+		g.log.Error("storage.dir is nearly full; events are not committed and deliveries are paused until space is freed (on_outbox_error applies)",
 			"dir", g.dir, "free", mib(free), "needed", mib(g.minFree))
 	} else if changed {
-		g.log.Info("storage.dir has space again; committing resumed", "dir", g.dir, "free", mib(free))
+		g.log.Info("storage.dir has space again; committing and deliveries resumed", "dir", g.dir, "free", mib(free))
 	}
 	if low {
 		return fmt.Errorf("outbox: %s has %s free, less than the %s needed to write safely; free space on its file system: %w",
 			g.dir, mib(free), mib(g.minFree), ErrNoSpace)
 	}
 	return nil
+}
+
+// spaceRecheck is how long full trusts the last check.
+const spaceRecheck = time.Second
+
+// full reports whether storage.dir is nearly full, from a check at most
+// spaceRecheck old (the committer checks before every batch), so that the
+// dispatcher can ask before every attempt without a statfs each time.
+func (g *spaceGuard) full() bool {
+	if g == nil || g.free == nil {
+		return false
+	}
+	g.mu.Lock()
+	low, fresh := g.low, time.Since(g.checked) < spaceRecheck
+	g.mu.Unlock()
+	if fresh {
+		return low
+	}
+	return g.check() != nil
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

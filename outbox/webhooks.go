@@ -182,7 +182,7 @@ func checkStatus(s WebhookStatus) error {
 // CreateWebhook validates and stores a new webhook. The URL must be absolute
 // http(s) (and not a private address unless allowed), the type one of the
 // configured event types; an empty Secret is generated, a given one must be
-// "whsec_" + base64 of at least 24 bytes. Errors wrap ErrInvalid. Events
+// "whsec_" + padded base64 of at least 24 bytes (signature.Check). Errors wrap ErrInvalid. Events
 // committed after CreateWebhook returns are delivered to it.
 func (o *Outbox) CreateWebhook(ctx context.Context, in WebhookCreate) (Webhook, error) {
 	var out Webhook
@@ -201,7 +201,7 @@ func (o *Outbox) CreateWebhook(ctx context.Context, in WebhookCreate) (Webhook, 
 	}
 	if in.Secret == "" {
 		in.Secret = signature.NewSecret()
-	} else if _, err := signature.Key(in.Secret); err != nil {
+	} else if err := signature.Check(in.Secret); err != nil {
 		errs = append(errs, fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -47,7 +47,8 @@ func Key(secret string) ([]byte, error) {
 	}
 	key, err := base64.StdEncoding.DecodeString(enc)
 	if err != nil {
-		// Some producers strip the padding; accept that spelling too.
+		// Secrets stored before Check refused unpadded base64 keep
+		// signing; new ones cannot be unpadded (see Check).
 		if key, err = base64.RawStdEncoding.DecodeString(enc); err != nil {
 			return nil, fmt.Errorf("%w: the part after %q is not valid base64", ErrSecret, Prefix)
 		}
@@ -56,6 +57,23 @@ func Key(secret string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: it holds %d bytes", ErrSecret, len(key))
 	}
 	return key, nil
+}
+
+// Check reports whether a secret supplied by a user is acceptable: what Key
+// accepts, spelled as standard base64 with its '=' padding. Reference
+// Standard Webhooks receivers (the Go, Python and Java libraries) decode the
+// secret with padded standard base64 and cannot use an unpadded one, so
+// such a secret would make every delivery unverifiable.
+func Check(secret string) error {
+	if _, err := Key(secret); err != nil {
+		return err
+	}
+	enc := strings.TrimPrefix(secret, Prefix)
+	if _, err := base64.StdEncoding.DecodeString(enc); err != nil {
+		return fmt.Errorf("%w: the base64 after %q lacks its '=' padding, which Standard Webhooks receivers need to decode it; append %q",
+			ErrSecret, Prefix, strings.Repeat("=", (4-len(enc)%4)%4))
+	}
+	return nil
 }
 
 // Sign returns "v1,<base64 signature>" of body for the message id and Unix

@@ -2,8 +2,10 @@ package signature_test
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +83,30 @@ func FuzzKey(f *testing.F) {
 			t.Fatalf("short key accepted: %d bytes", len(key))
 		}
 	})
+}
+
+// An unpadded secret is refused with a message saying how to fix it: the
+// reference receiver library cannot decode it.
+func TestCheckRefusesUnpaddedSecret(t *testing.T) {
+	padded := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAA==" // 26 bytes
+	unpadded := strings.TrimRight(padded, "=")
+	if _, err := signature.Key(unpadded); err != nil {
+		t.Fatalf("Key must keep accepting stored unpadded secrets: %v", err)
+	}
+	if _, err := standardwebhooks.NewWebhook(unpadded); err == nil {
+		t.Fatal("premise: the reference library refuses an unpadded secret")
+	}
+	err := signature.Check(unpadded)
+	if !errors.Is(err, signature.ErrSecret) || !strings.Contains(err.Error(), `append "=="`) {
+		t.Fatalf("Check(unpadded) = %v, want ErrSecret telling to append ==", err)
+	}
+	if err := signature.Check(padded); err != nil {
+		t.Fatalf("Check(padded) = %v", err)
+	}
+	if _, err := standardwebhooks.NewWebhook(padded); err != nil {
+		t.Fatalf("reference library on the padded secret: %v", err)
+	}
+	if err := signature.Check("whsec_short"); err == nil {
+		t.Fatal("Check accepted a short secret")
+	}
 }
