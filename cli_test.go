@@ -58,9 +58,9 @@ func TestCLI(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	// The demo binds the order API and the receiver itself, so port 0 works
-	// for them; the proxy and admin ports are bound later, by serve.
-	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: "127.0.0.1:0", receiver: "127.0.0.1:0"}
+	// The walkthrough edits orders straight in the demo API, so the test
+	// needs its address before start; the receiver binds port 0 itself.
+	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: freeAddr(t), receiver: "127.0.0.1:0"}
 	var out, logs testkit.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
