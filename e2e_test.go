@@ -353,9 +353,10 @@ func TestEndToEnd(t *testing.T) {
 	if code, _ := do(t, http.MethodPatch, sc.proxyURL+"/orders/999", `{"status":"LOST"}`); code != http.StatusNotFound {
 		t.Fatalf("PATCH unknown order: %d", code)
 	}
-	changed := rc.waitFor(t, "ORDER_STATUS_CHANGED", 2)
+	rc.waitFor(t, "ORDER_STATUS_CHANGED", 2)
 	time.Sleep(300 * time.Millisecond) // room for a wrong third event to arrive
-	if changed = rc.of("ORDER_STATUS_CHANGED"); len(changed) != 2 {
+	changed := rc.of("ORDER_STATUS_CHANGED")
+	if len(changed) != 2 {
 		t.Fatalf("ORDER_STATUS_CHANGED deliveries = %d, want 2", len(changed))
 	}
 	if ch := changed[0].payload.Change; ch == nil || ch.Previous != "OPEN" || ch.Current != "PAID" {
