@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 const (
@@ -728,28 +730,10 @@ func loadRules(t *testing.T) promRuleFile {
 	return f
 }
 
-// requireTool returns the path of a tool the test needs. Outside CI a
-// missing tool skips the test, saying so; in CI (CI=true, as .ci/run sets)
-// it fails it: a check that can silently not run is not a check.
-func requireTool(t *testing.T, why string, names ...string) string {
-	t.Helper()
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	msg := "needs " + strings.Join(names, " or ") + " on PATH (" + why + ")"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + "; CI must install it (.ci/run does)")
-	}
-	t.Skip(msg + "; skipped outside CI")
-	return ""
-}
-
-// promtool runs promtool with args (see requireTool when it is not installed).
+// promtool runs promtool with args (see testkit.RequireTool when it is not installed).
 func promtool(t *testing.T, args ...string) {
 	t.Helper()
-	path := requireTool(t, "Debian/Ubuntu: apt-get install prometheus", "promtool")
+	path := testkit.RequireTool(t, "Debian/Ubuntu: apt-get install prometheus", "promtool")
 	out, err := exec.Command(path, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -846,7 +830,7 @@ func TestAlertRules(t *testing.T) {
 	})
 
 	t.Run("promtool check rules dashboard", func(t *testing.T) {
-		requireTool(t, "Debian/Ubuntu: apt-get install prometheus", "promtool")
+		testkit.RequireTool(t, "Debian/Ubuntu: apt-get install prometheus", "promtool")
 		d := loadDashboard(t)
 		g := promRuleGroup{Name: "dashboard"}
 		for _, q := range dashboardQueries(t, d) {

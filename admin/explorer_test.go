@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -25,25 +24,9 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-)
 
-// requireTool returns the path of a tool the test needs. Outside CI a
-// missing tool skips the test, saying so; in CI (CI=true, as .ci/run sets)
-// it fails it: a check that can silently not run is not a check.
-func requireTool(t *testing.T, why string, names ...string) string {
-	t.Helper()
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	msg := "needs " + strings.Join(names, " or ") + " on PATH (" + why + ")"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + "; CI must install it (.ci/run does)")
-	}
-	t.Skip(msg + "; skipped outside CI")
-	return ""
-}
+	"github.com/eventtap/eventtap/internal/testkit"
+)
 
 var pageRefRE = regexp.MustCompile(`(?:src|href)="([^"]*)"`)
 
@@ -213,7 +196,7 @@ func exceptionDescription(d *runtime.ExceptionDetails) string {
 // the page does.
 func newBrowser(t *testing.T) (context.Context, *browserRun) {
 	t.Helper()
-	path := requireTool(t, "the GraphiQL browser test; Debian: apt-get install chromium", "chromium", "chromium-browser", "google-chrome")
+	path := testkit.RequireTool(t, "the GraphiQL browser test; Debian: apt-get install chromium", "chromium", "chromium-browser", "google-chrome")
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,

@@ -12,6 +12,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -154,4 +156,22 @@ func (h *Listening) Addr(t testing.TB, timeout time.Duration, msg string) string
 		return addr != ""
 	})
 	return addr
+}
+
+// RequireTool returns the path of a tool the test needs. Outside CI a
+// missing tool skips the test, saying so; in CI (CI=true, as .ci/run sets)
+// it fails it: a check that can silently not run is not a check.
+func RequireTool(t testing.TB, why string, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	msg := "needs " + strings.Join(names, " or ") + " on PATH (" + why + ")"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + "; CI must install it (.ci/run does)")
+	}
+	t.Skip(msg + "; skipped outside CI")
+	return ""
 }
