@@ -88,6 +88,10 @@ type Dispatcher struct {
 	// abortCtx cancels attempts in flight (Abort).
 	abortCtx context.Context
 	abort    context.CancelFunc
+	// reloading is set while Options.Reload runs (on a goroutine counted
+	// in reloads).
+	reloading bool
+	reloads   sync.WaitGroup
 }
 
 // DefaultPendingLimit bounds the in-memory index to roughly 10–20 MiB.
@@ -224,16 +228,10 @@ func (d *Dispatcher) held(webhookID, subject string, seq uint64) bool {
 	return found
 }
 
-// needsReload reports whether an overflowing dispatcher has drained enough
-// to catch up from the store.
-func (d *Dispatcher) needsReload() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.overflow && d.pending <= d.limit/2
-}
-
 // next pops a lane whose head is due, marking it busy, or reports when the
-// earliest head becomes due (zero when nothing is waiting).
+// earliest head becomes due (zero when nothing is waiting). When it pops a
+// lane and another head is due as well, it signals, so that one more idle
+// worker wakes up for it.
 func (d *Dispatcher) next(now time.Time) (*lane, Item, time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -251,6 +249,9 @@ func (d *Dispatcher) next(now time.Time) (*lane, Item, time.Time) {
 		}
 		d.inFlight[wh]++
 		l.busy = true
+		if len(d.ready) > 0 && d.ready[0].items[0].Due <= now.UnixNano() {
+			d.signal()
+		}
 		return l, l.items[0], time.Time{}
 	}
 	return nil, Item{}, time.Time{}
