@@ -234,6 +234,41 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// TestRetentionOfUnsubscribedEvent: an event no webhook subscribed to has
+// no deliveries; retention removes it without touching the log sequence
+// (retainEvents once took it from the wrong keys, and panicked on a chunk
+// of one such event).
+func TestRetentionOfUnsubscribedEvent(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	o := openTest(t, func(s *StorageConfig, _ *DeliveryConfig, h *openHooks) {
+		s.Retention = time.Hour
+		h.now = now
+		h.retentionEvery = time.Hour // run by hand below
+	})
+	o.commit(t, event("ORDER_CREATED", "nobody-listens", `{}`))
+	mu.Lock()
+	clock = clock.Add(2 * time.Hour)
+	mu.Unlock()
+	if err := o.retain(now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(o.allEvents(t, EventFilter{})); n != 0 {
+		t.Errorf("%d events kept, want 0", n)
+	}
+	err := o.db.View(func(txn *badger.Txn) error {
+		n, err := readCounter(txn, keyMetaLogSeq)
+		if err == nil && n != 0 {
+			t.Errorf("m/logseq = %d after removing an event, want 0 (no log was ever written)", n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestNoGoroutineLeak(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 3 {
