@@ -390,19 +390,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The Zonos webhookLogs document: its placeholder cursor is a clear
 	// BAD_USER_INPUT, and a real cursor pages.
-	zonosLogs := `query {
-  webhookLogs(first: 20, after: "yyyyyyy", filter: { type: ORDER_CREATED }) {
-    edges {
-      node {
-        id
-        type
-        url
-        createdAt
-        responseStatus
-      }
-    }
-  }
-}`
+	zonosLogs := readFile(t, "admin/testdata/zonos/logs.graphql")
 	if res := gql(t, sc.adminURL, zonosLogs, nil); res.code() != "BAD_USER_INPUT" {
 		t.Errorf("placeholder cursor: %+v", res.Errors)
 	}
