@@ -246,11 +246,7 @@ func TestGoneDisablesWebhook(t *testing.T) {
 	})
 	hook := o.hook(t, rc.URL, "ORDER_CREATED")
 	o.commit(t, event("ORDER_CREATED", "o1", `{}`))
-	waitFor(t, 5*time.Second, "disabled", func() bool {
-		w, _ := o.Webhook(context.Background(), hook.ID)
-		return w.Status == Disabled
-	})
-	w, _ := o.Webhook(context.Background(), hook.ID)
+	w := o.waitDisabled(t, hook.ID)
 	if w.DisabledReason == nil || !strings.Contains(*w.DisabledReason, "410") {
 		t.Errorf("disabledReason = %v", w.DisabledReason)
 	}
@@ -403,11 +399,7 @@ func TestDisableAfter(t *testing.T) {
 	rc := newReceiver(t, func(_ int, _ *received, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
 	hook := o.hook(t, rc.URL, "ORDER_CREATED")
 	o.commit(t, event("ORDER_CREATED", "o1", `{}`))
-	waitFor(t, 5*time.Second, "disabled", func() bool {
-		w, _ := o.Webhook(context.Background(), hook.ID)
-		return w.Status == Disabled
-	})
-	w, _ := o.Webhook(context.Background(), hook.ID)
+	w := o.waitDisabled(t, hook.ID)
 	if w.DisabledReason == nil || !strings.Contains(*w.DisabledReason, "disable_after") {
 		t.Errorf("reason %v", w.DisabledReason)
 	}
