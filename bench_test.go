@@ -53,12 +53,7 @@ func BenchmarkSidecar(b *testing.B) {
 	}))
 	defer receiver.Close()
 
-	sc := startSidecar(b, upstream.URL, `rules:
-  - name: order-created
-    event: ORDER_CREATED
-    when: {method: POST, path: /orders, status: 201}
-    subject: response.body.id
-`, "")
+	sc := startSidecar(b, upstream.URL, orderCreatedRules, "")
 	var hook struct{ ID string }
 	gql(b, sc.adminURL, fmt.Sprintf(`mutation { webhookCreate(input: {url: %q, type: ORDER_CREATED}) { id } }`, receiver.URL+"/hook"), nil).
 		into(b, "webhookCreate", &hook)
