@@ -26,16 +26,6 @@ import (
 // real proxy, outbox and admin servers on loopback ports, an order API
 // behind it and webhook receivers in front of it.
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // logWriter sends the sidecar's logs to the test log until the test ends.
 type logWriter struct {
 	mu   sync.Mutex

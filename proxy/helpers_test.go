@@ -573,7 +573,9 @@ func hostOf(rawURL string) string {
 	return strings.TrimPrefix(rawURL, "http://")
 }
 
-// freeAddr returns an address nothing listens on.
+// freeAddr returns an address nothing listens on, for an upstream that
+// refuses connections. (Nothing is handed this address to listen on, so
+// the pick-then-close race of handing out free ports does not arise.)
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

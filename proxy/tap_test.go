@@ -397,7 +397,7 @@ func TestRunShutdown(t *testing.T) {
 	})
 }
 
-// runProxy runs p on a real listener via serveListener, which Run uses
+// runProxy runs p on a real listener via Serve, which Run uses
 // after listening on cfg.Listen.
 func runProxy(t *testing.T, up *upstream, r *fakeRules, c *fakeCommitter, mods ...envOption) (*Proxy, string, *runResult, context.CancelFunc) {
 	t.Helper()
@@ -417,7 +417,7 @@ func runProxy(t *testing.T, up *upstream, r *fakeRules, c *fakeCommitter, mods .
 	ctx, cancel := context.WithCancel(context.Background())
 	r2 := &runResult{done: make(chan struct{})}
 	go func() {
-		r2.err = p.serveListener(ctx, ln)
+		r2.err = p.Serve(ctx, ln)
 		close(r2.done)
 	}()
 	t.Cleanup(func() {
@@ -432,13 +432,13 @@ func runProxy(t *testing.T, up *upstream, r *fakeRules, c *fakeCommitter, mods .
 	return p, ln.Addr().String(), r2, cancel
 }
 
-// runResult is what serveListener returned, once done is closed.
+// runResult is what Serve returned, once done is closed.
 type runResult struct {
 	done chan struct{}
 	err  error
 }
 
-// wait fails the test with msg unless serveListener returns, without an
+// wait fails the test with msg unless Serve returns, without an
 // error, within 5 seconds.
 func (r *runResult) wait(t *testing.T, msg string) {
 	t.Helper()
