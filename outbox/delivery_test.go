@@ -64,7 +64,11 @@ func TestDeliverPayloadAndSignature(t *testing.T) {
 		t.Errorf("a webhook of another type got %d requests", other.count())
 	}
 
-	waitFor(t, 5*time.Second, "SUCCEEDED", func() bool { return o.deliveryState(t, r.ID, hook.ID).State == Succeeded })
+	// The record is visible a moment before the worker learns it is
+	// durable and counts the attempt; the lane is released after that.
+	waitFor(t, 5*time.Second, "SUCCEEDED and the lane released", func() bool {
+		return o.deliveryState(t, r.ID, hook.ID).State == Succeeded && o.disp.PendingCount() == 0
+	})
 	got, err := o.Event(context.Background(), r.ID)
 	if err != nil {
 		t.Fatal(err)
