@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -25,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/elazarl/goproxy"
+	"github.com/eventtap/eventtap/internal/baseline"
 )
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes, for logs.
@@ -189,22 +188,9 @@ func RequireTool(t testing.TB, why string, names ...string) string {
 // points at the upstream. They are closed when the test ends.
 func BareProxies(tb testing.TB, upstream *url.URL, newTransport func() *http.Transport) (reverseProxy, goProxy *httptest.Server) {
 	tb.Helper()
-	reverseProxy = httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(upstream)
-			pr.SetXForwarded()
-		},
-		Transport: newTransport(),
-	})
+	reverseProxy = httptest.NewServer(baseline.ReverseProxy(upstream, newTransport()))
 	tb.Cleanup(reverseProxy.Close)
-	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = newTransport()
-	gp.KeepAcceptEncoding = true
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.URL.Scheme, r.URL.Host = upstream.Scheme, upstream.Host
-		gp.ServeHTTP(w, r)
-	})
-	goProxy = httptest.NewServer(gp)
+	goProxy = httptest.NewServer(baseline.Goproxy(upstream, newTransport()))
 	tb.Cleanup(goProxy.Close)
 	return reverseProxy, goProxy
 }
