@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
@@ -13,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/elazarl/goproxy"
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 // BenchmarkSidecar measures the whole sidecar as `eventtap serve` runs it
@@ -54,36 +53,13 @@ func BenchmarkSidecar(b *testing.B) {
 	}))
 	defer receiver.Close()
 
-	sc := startSidecar(b, upstream.URL, `rules:
-  - name: order-created
-    event: ORDER_CREATED
-    when: {method: POST, path: /orders, status: 201}
-    subject: response.body.id
-`, "")
+	sc := startSidecar(b, upstream.URL, orderCreatedRules, "")
 	var hook struct{ ID string }
 	gql(b, sc.adminURL, fmt.Sprintf(`mutation { webhookCreate(input: {url: %q, type: ORDER_CREATED}) { id } }`, receiver.URL+"/hook"), nil).
 		into(b, "webhookCreate", &hook)
 
-	tr := func() *http.Transport {
-		return &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute, DisableCompression: true}
-	}
-	rp := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(upURL); pr.SetXForwarded() },
-		Transport: tr(),
-	})
-	defer rp.Close()
-	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = tr()
-	gp.KeepAcceptEncoding = true
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.URL.Scheme, r.URL.Host = upURL.Scheme, upURL.Host
-		gp.ServeHTTP(w, r)
-	})
-	gpSrv := httptest.NewServer(gp)
-	defer gpSrv.Close()
-
-	client := &http.Client{Transport: tr()}
-	defer client.CloseIdleConnections()
+	rp, gpSrv := testkit.BareProxies(b, upURL, testkit.BenchTransport)
+	client := testkit.BenchClient(b)
 	for _, tc := range []struct {
 		name, method, url string
 		want              int

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -58,9 +59,12 @@ func TestCLI(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	// The walkthrough edits orders straight in the demo API, so the test
-	// needs its address before start; the receiver binds port 0 itself.
-	o := demoOptions{proxy: freeAddr(t), admin: freeAddr(t), api: freeAddr(t), receiver: "127.0.0.1:0"}
+	// The walkthrough edits orders straight in the demo API and the test
+	// sends requests to the proxy, so it binds their listeners (port 0)
+	// and passes them; the demo binds the others on port 0 itself.
+	o := demoOptions{admin: "127.0.0.1:0", receiver: "127.0.0.1:0"}
+	o.ln.proxy, o.ln.api = listen(t), listen(t)
+	o.proxy, o.api = o.ln.proxy.Addr().String(), o.ln.api.Addr().String()
 	var out, logs testkit.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -123,4 +127,16 @@ func TestDemo(t *testing.T) {
 	if strings.Contains(out.String(), "REJECTED") {
 		t.Errorf("the demo receiver rejected a delivery:\n%s", out.String())
 	}
+}
+
+// listen binds a free port of 127.0.0.1 and keeps it: code under test that
+// is handed the listener cannot lose the port to a parallel test.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }

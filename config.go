@@ -170,18 +170,12 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-// fieldError returns the validation problem e as a *configerr.Error.
-//
-// Until every package's Validate returns *configerr.Error, a plain error
-// whose text is "key: message" is read as a problem at key (the form
-// DEVELOPING.md described before). TODO(issue 11, phase 2): remove this
-// fallback once proxy and outbox have moved over.
+// fieldError returns the validation problem e as a *configerr.Error. Every
+// section's Validate returns them; anything else (a bug) is reported as a
+// problem of the section as a whole, with its text.
 func fieldError(e error) *configerr.Error {
 	if ce := configerr.As(e); ce != nil {
 		return ce
-	}
-	if key, msg, ok := strings.Cut(e.Error(), ": "); ok {
-		return &configerr.Error{Path: []string{key}, Msg: msg}
 	}
 	return &configerr.Error{Msg: e.Error()}
 }

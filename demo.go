@@ -28,6 +28,9 @@ var demoRules []byte
 type demoOptions struct {
 	proxy, admin, api, receiver string
 	dataDir                     string
+	// ln holds listeners the caller bound for the addresses above (a test
+	// on port 0); runDemo binds the nil ones itself.
+	ln struct{ proxy, admin, api, receiver net.Listener }
 }
 
 // demoHooks are the webhooks the demo registers, one receiver path each.
@@ -63,17 +66,30 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 // runDemo starts the order API, the receiver and the sidecar, registers the
 // webhooks through the admin API like a user would, and runs until ctx ends.
 func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
-	apiLn, err := net.Listen("tcp", o.api)
-	if err != nil {
-		return fmt.Errorf("the order API cannot listen on %s (pass --api ADDR): %w", o.api, err)
+	// Every server's listener is bound before anything starts, and the
+	// addresses bound are used from then on, so that port 0 (any free
+	// port) works for each of them.
+	for _, l := range []struct {
+		ln         *net.Listener
+		addr       *string
+		what, flag string
+	}{
+		{&o.ln.api, &o.api, "the order API", "--api"},
+		{&o.ln.receiver, &o.receiver, "the receiver", "--receiver"},
+		{&o.ln.proxy, &o.proxy, "the proxy", "--listen"},
+		{&o.ln.admin, &o.admin, "the admin API", "--admin"},
+	} {
+		if *l.ln == nil {
+			ln, err := net.Listen("tcp", *l.addr)
+			if err != nil {
+				return fmt.Errorf("%s cannot listen on %s (pass %s ADDR): %w", l.what, *l.addr, l.flag, err)
+			}
+			*l.ln = ln
+		}
+		defer (*l.ln).Close() // in case the servers never start; closing twice is harmless
+		*l.addr = (*l.ln).Addr().String()
 	}
-	rcvLn, err := net.Listen("tcp", o.receiver)
-	if err != nil {
-		apiLn.Close()
-		return fmt.Errorf("the receiver cannot listen on %s (pass --receiver ADDR): %w", o.receiver, err)
-	}
-	// The addresses bound, so that port 0 (any free port) works too.
-	o.api, o.receiver = apiLn.Addr().String(), rcvLn.Addr().String()
+	apiLn, rcvLn := o.ln.api, o.ln.receiver
 	if o.dataDir == "" {
 		dir, err := os.MkdirTemp("", "eventtap-demo-")
 		if err != nil {
@@ -113,7 +129,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 			return srv.Shutdown(sctx)
 		})
 	}
-	g.Go(func() error { return serve(gctx, cfg, eng, logger) })
+	g.Go(func() error { return serveOn(gctx, cfg, eng, logger, listeners{proxy: o.ln.proxy, admin: o.ln.admin}) })
 	g.Go(func() error {
 		if err := registerDemoHooks(gctx, o, cfg.Admin.Token, rc); err != nil {
 			return err

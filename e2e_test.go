@@ -26,16 +26,6 @@ import (
 // real proxy, outbox and admin servers on loopback ports, an order API
 // behind it and webhook receivers in front of it.
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // logWriter sends the sidecar's logs to the test log until the test ends.
 type logWriter struct {
 	mu   sync.Mutex
@@ -390,19 +380,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The Zonos webhookLogs document: its placeholder cursor is a clear
 	// BAD_USER_INPUT, and a real cursor pages.
-	zonosLogs := `query {
-  webhookLogs(first: 20, after: "yyyyyyy", filter: { type: ORDER_CREATED }) {
-    edges {
-      node {
-        id
-        type
-        url
-        createdAt
-        responseStatus
-      }
-    }
-  }
-}`
+	zonosLogs := readFile(t, "admin/testdata/zonos/logs.graphql")
 	if res := gql(t, sc.adminURL, zonosLogs, nil); res.code() != "BAD_USER_INPUT" {
 		t.Errorf("placeholder cursor: %+v", res.Errors)
 	}

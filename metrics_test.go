@@ -103,12 +103,7 @@ func TestMetricsPerWebhook(t *testing.T) {
 		io.WriteString(w, `{"id": 7, "status": "OPEN"}`)
 	}))
 	defer upstream.Close()
-	sc := startSidecar(t, upstream.URL, `rules:
-  - name: order-created
-    event: ORDER_CREATED
-    when: {method: POST, path: /orders, status: 201}
-    subject: response.body.id
-`, "")
+	sc := startSidecar(t, upstream.URL, orderCreatedRules, "")
 	rc1, rc2 := newHookReceiver(t), newHookReceiver(t)
 	id1 := rc1.register(t, sc.adminURL, "ORDER_CREATED")
 	id2 := rc2.register(t, sc.adminURL, "ORDER_CREATED")
@@ -171,3 +166,12 @@ func pick(m map[string]float64, name string) map[string]float64 {
 	}
 	return out
 }
+
+// orderCreatedRules is one rule: POST /orders answered 201 is ORDER_CREATED
+// of the response's id.
+const orderCreatedRules = `rules:
+  - name: order-created
+    event: ORDER_CREATED
+    when: {method: POST, path: /orders, status: 201}
+    subject: response.body.id
+`

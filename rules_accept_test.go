@@ -31,19 +31,20 @@ func TestChangedAndEachAgainstTheBinary(t *testing.T) {
 	if err := os.WriteFile(rulesPath, []byte(example), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	proxyAddr, adminAddr := freeAddr(t), freeAddr(t)
 	cfgPath := filepath.Join(dir, "eventtap.yaml")
-	cfg := fmt.Sprintf(`proxy: {listen: %q, upstream: %q}
-admin: {listen: %q}
+	// Port 0: the binary binds free ports and logs them (at info).
+	cfg := fmt.Sprintf(`proxy: {listen: "127.0.0.1:0", upstream: %q}
+admin: {listen: "127.0.0.1:0"}
 storage: {dir: %q}
 delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 500ms]}
 rules_file: orders.rules.yaml
-log: {level: warn}
-`, proxyAddr, api.URL, adminAddr, filepath.Join(dir, "data"))
+log: {level: info}
+`, api.URL, filepath.Join(dir, "data"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := startBinary(t, "serve", "--config", cfgPath)
+	proxyAddr, adminAddr := p.addrs(t, 20*time.Second)
 	proxyURL, adminURL := "http://"+proxyAddr, "http://"+adminAddr
 	waitHTTP(t, adminURL+"/healthz")
 	waitTCP(t, proxyAddr)

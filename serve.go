@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -113,6 +114,15 @@ func cmdServe(args []string, _, stderr io.Writer) int {
 // serve runs the sidecar until ctx ends, then stops the HTTP servers and
 // closes the outbox last.
 func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logger) error {
+	return serveOn(ctx, cfg, eng, logger, listeners{})
+}
+
+// listeners are bound by a caller that needs the addresses before the
+// sidecar starts (the demo); nil ones are bound from the configuration.
+type listeners struct{ proxy, admin net.Listener }
+
+// serveOn is serve on the listeners given.
+func serveOn(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logger, lns listeners) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	eventTypes := rules.EventTypes(cfg.Rules.EventTypes)
@@ -169,8 +179,18 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return px.Run(gctx) })
-	g.Go(func() error { return adm.Run(gctx) })
+	g.Go(func() error {
+		if lns.proxy != nil {
+			return px.Serve(gctx, lns.proxy)
+		}
+		return px.Run(gctx)
+	})
+	g.Go(func() error {
+		if lns.admin != nil {
+			return adm.Serve(gctx, lns.admin)
+		}
+		return adm.Run(gctx)
+	})
 	g.Go(func() error { return w.Run(gctx) })
 	logger.Info("eventtap starting", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
 		"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)

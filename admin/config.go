@@ -2,8 +2,9 @@ package admin
 
 import (
 	"errors"
-	"fmt"
 	"net"
+
+	"github.com/eventtap/eventtap/configerr"
 )
 
 // Config is the `admin:` section of the configuration file.
@@ -19,18 +20,18 @@ func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:9090"}
 }
 
-// Validate reports every problem with c, joined. Each problem's message
-// starts with the YAML key it is about ("upstream: …"), so that the loader
-// can point at the line that holds it.
+// Validate reports every problem with c, joined: each is a
+// *configerr.Error whose Path is the key it is about, relative to the
+// section, so that the loader can point at the line that holds it.
 // An empty token is refused unless the admin port listens on loopback only,
 // because the API hands out webhook secrets.
 func (c Config) Validate() error {
 	var errs []error
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("listen: %q is not a host:port address (for example \"127.0.0.1:9090\")", c.Listen))
+		errs = append(errs, configerr.Field("listen", "%q is not a host:port address (for example \"127.0.0.1:9090\")", c.Listen))
 	} else if c.Token == "" && !isLoopback(host) {
-		errs = append(errs, fmt.Errorf("token: is empty but admin.listen %q is not a loopback address: set admin.token or EVENTTAP_ADMIN_TOKEN, or listen on 127.0.0.1", c.Listen))
+		errs = append(errs, configerr.Field("token", "is empty but admin.listen %q is not a loopback address: set admin.token or EVENTTAP_ADMIN_TOKEN, or listen on 127.0.0.1", c.Listen))
 	}
 	return errors.Join(errs...)
 }

@@ -101,18 +101,28 @@ func paginate[T any](items []T, id func(T) string, keep func(T) bool, first int,
 func (f *fakeStore) Webhook(_ context.Context, id string) (outbox.Webhook, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return outbox.Webhook{}, f.fail
-	}
-	i := f.webhookIndex(id)
-	if i < 0 {
-		return outbox.Webhook{}, fmt.Errorf("webhook %q: %w", id, outbox.ErrNotFound)
+	i, err := f.webhook(id)
+	if err != nil {
+		return outbox.Webhook{}, err
 	}
 	return f.webhooks[i], nil
 }
 
 func (f *fakeStore) webhookIndex(id string) int {
 	return slices.IndexFunc(f.webhooks, func(w outbox.Webhook) bool { return w.ID == id })
+}
+
+// webhook returns the index of webhook id, or the error a store would
+// give: the injected failure, or ErrNotFound. f.mu must be held.
+func (f *fakeStore) webhook(id string) (int, error) {
+	if f.fail != nil {
+		return -1, f.fail
+	}
+	i := f.webhookIndex(id)
+	if i < 0 {
+		return -1, fmt.Errorf("webhook %q: %w", id, outbox.ErrNotFound)
+	}
+	return i, nil
 }
 
 func (f *fakeStore) Webhooks(_ context.Context, filter outbox.WebhookFilter, first int, after string) (outbox.Page[outbox.Webhook], error) {
@@ -162,12 +172,9 @@ func (f *fakeStore) CreateWebhook(_ context.Context, in outbox.WebhookCreate) (o
 func (f *fakeStore) UpdateWebhook(_ context.Context, in outbox.WebhookUpdate) (outbox.Webhook, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return outbox.Webhook{}, f.fail
-	}
-	i := f.webhookIndex(in.ID)
-	if i < 0 {
-		return outbox.Webhook{}, fmt.Errorf("webhook %q: %w", in.ID, outbox.ErrNotFound)
+	i, err := f.webhook(in.ID)
+	if err != nil {
+		return outbox.Webhook{}, err
 	}
 	w := f.webhooks[i]
 	if in.URL != nil {
@@ -193,12 +200,9 @@ func (f *fakeStore) UpdateWebhook(_ context.Context, in outbox.WebhookUpdate) (o
 func (f *fakeStore) DeleteWebhook(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
-	}
-	i := f.webhookIndex(id)
-	if i < 0 {
-		return fmt.Errorf("webhook %q: %w", id, outbox.ErrNotFound)
+	i, err := f.webhook(id)
+	if err != nil {
+		return err
 	}
 	f.webhooks = slices.Delete(f.webhooks, i, i+1)
 	return nil
@@ -207,12 +211,9 @@ func (f *fakeStore) DeleteWebhook(_ context.Context, id string) error {
 func (f *fakeStore) RotateSecret(_ context.Context, id string) (outbox.Webhook, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return outbox.Webhook{}, f.fail
-	}
-	i := f.webhookIndex(id)
-	if i < 0 {
-		return outbox.Webhook{}, fmt.Errorf("webhook %q: %w", id, outbox.ErrNotFound)
+	i, err := f.webhook(id)
+	if err != nil {
+		return outbox.Webhook{}, err
 	}
 	w := &f.webhooks[i]
 	_, now := f.next("tick")
@@ -228,14 +229,7 @@ func (f *fakeStore) Logs(_ context.Context, filter outbox.LogFilter, first int, 
 	if f.fail != nil {
 		return outbox.Page[outbox.Log]{}, f.fail
 	}
-	return paginate(f.logs, func(l outbox.Log) string { return l.ID }, func(l outbox.Log) bool {
-		return (filter.Type == "" || l.Type == filter.Type) &&
-			(filter.WebhookID == "" || l.WebhookID == filter.WebhookID) &&
-			(filter.EventID == "" || l.EventID == filter.EventID) &&
-			(filter.Succeeded == nil || l.Succeeded == *filter.Succeeded) &&
-			(filter.CreatedAfter.IsZero() || l.CreatedAt.After(filter.CreatedAfter)) &&
-			(filter.CreatedBefore.IsZero() || l.CreatedAt.Before(filter.CreatedBefore))
-	}, first, after)
+	return paginate(f.logs, func(l outbox.Log) string { return l.ID }, func(l outbox.Log) bool { return filter.Matches(&l) }, first, after)
 }
 
 func (f *fakeStore) Event(_ context.Context, id string) (outbox.Event, error) {
@@ -267,12 +261,9 @@ func (f *fakeStore) Events(_ context.Context, filter outbox.EventFilter, first i
 func (f *fakeStore) TestWebhook(_ context.Context, id string) (outbox.Log, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return outbox.Log{}, f.fail
-	}
-	i := f.webhookIndex(id)
-	if i < 0 {
-		return outbox.Log{}, fmt.Errorf("webhook %q: %w", id, outbox.ErrNotFound)
+	i, err := f.webhook(id)
+	if err != nil {
+		return outbox.Log{}, err
 	}
 	w := f.webhooks[i]
 	return f.addLogLocked(outbox.Log{WebhookID: w.ID, EventID: "evt_test", Type: w.Type, URL: w.URL,
@@ -283,12 +274,9 @@ func (f *fakeStore) TestWebhook(_ context.Context, id string) (outbox.Log, error
 func (f *fakeStore) Replay(_ context.Context, webhookID string, since time.Time) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return 0, f.fail
-	}
-	i := f.webhookIndex(webhookID)
-	if i < 0 {
-		return 0, fmt.Errorf("webhook %q: %w", webhookID, outbox.ErrNotFound)
+	i, err := f.webhook(webhookID)
+	if err != nil {
+		return 0, err
 	}
 	n := 0
 	for _, e := range f.events {

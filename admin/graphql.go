@@ -69,12 +69,8 @@ func requestError(status int, code, format string, args ...any) *gqlResponse {
 
 // serveGraphQLPost handles POST /graphql.
 func (s *Server) serveGraphQLPost(w http.ResponseWriter, r *http.Request) {
-	mt, ok := s.negotiate(w, r)
+	mt, ok := s.admit(w, r)
 	if !ok {
-		return
-	}
-	if resp := s.authenticate(w, r); resp != nil {
-		s.writeResponse(w, r, mt, resp)
 		return
 	}
 	// Requiring application/json also keeps browsers on other origins out:
@@ -118,12 +114,8 @@ func (s *Server) serveGraphQLGet(w http.ResponseWriter, r *http.Request) {
 		s.serveExplorer(w, r)
 		return
 	}
-	mt, ok := s.negotiate(w, r)
+	mt, ok := s.admit(w, r)
 	if !ok {
-		return
-	}
-	if resp := s.authenticate(w, r); resp != nil {
-		s.writeResponse(w, r, mt, resp)
 		return
 	}
 	q := r.URL.Query()
@@ -189,6 +181,20 @@ func unmarshalNullable(raw json.RawMessage, v any) error {
 		return nil
 	}
 	return json.Unmarshal(raw, v)
+}
+
+// admit negotiates the response's media type and checks the token; when
+// either fails it has answered the request and reports false.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (string, bool) {
+	mt, ok := s.negotiate(w, r)
+	if !ok {
+		return "", false
+	}
+	if resp := s.authenticate(w, r); resp != nil {
+		s.writeResponse(w, r, mt, resp)
+		return "", false
+	}
+	return mt, true
 }
 
 // negotiate picks the response media type; when the client accepts no JSON

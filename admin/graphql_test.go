@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,51 +14,21 @@ import (
 	"github.com/eventtap/eventtap/outbox"
 )
 
-// The Zonos documents, verbatim from /work/shared/reference/zonos-webhooks.txt.
-const (
-	zonosCreate = `mutation {
-  webhookCreate(
-    input: {
-      url: "https://example.com/webhooks/zonos"
-      type: ORDER_CREATED
-      status: ENABLED
-    }
-  ) {
-    id
-    url
-    type
-    status
-  }
-}`
-	zonosUpdate = `mutation {
-  webhookUpdate(
-    input: {
-      id: "webhook-id"
-      url: "https://example.com/webhooks/zonos"
-      type: ORDER_CREATED
-      status: ENABLED
-    }
-  ) {
-    id
-    url
-    type
-    status
-  }
-}`
-	zonosLogs = `query {
-  webhookLogs(first: 20, after: "yyyyyyy", filter: { type: ORDER_CREATED }) {
-    edges {
-      node {
-        id
-        type
-        url
-        createdAt
-        responseStatus
-      }
-    }
-  }
-}`
+// The Zonos documents, verbatim from /work/shared/reference/zonos-webhooks.txt
+// (the end-to-end test sends the logs document too).
+var (
+	zonosCreate = readZonos("create")
+	zonosUpdate = readZonos("update")
+	zonosLogs   = readZonos("logs")
 )
+
+func readZonos(name string) string {
+	b, err := os.ReadFile(filepath.Join("testdata", "zonos", name+".graphql"))
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
 
 func TestZonosDocuments(t *testing.T) {
 	e := newEnv(t)

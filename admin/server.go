@@ -150,6 +150,12 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin: listen: %w", err)
 	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller bound (and Serve closes), for a
+// caller that must know the address before the server starts.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Requests do not inherit ctx: shutdown lets them finish first, and
 	// cancels them only when the deadline passes.
 	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
@@ -176,7 +182,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	err = srv.Shutdown(shutdownCtx)
+	err := srv.Shutdown(shutdownCtx)
 	if err != nil {
 		s.logger.Warn("admin server shutdown deadline passed; closing connections", "err", err)
 		cancelBase()

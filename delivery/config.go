@@ -2,9 +2,10 @@ package delivery
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"time"
+
+	"github.com/eventtap/eventtap/configerr"
 )
 
 // Config is the `delivery:` section of the configuration file. The zero
@@ -60,13 +61,13 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every problem with c, joined. Each problem's message
-// starts with the YAML key it is about, so that the loader can point at the
-// line that holds it.
+// Validate reports every problem with c, joined: each is a
+// *configerr.Error whose Path is the key it is about, relative to the
+// section, so that the loader can point at the line that holds it.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, configerr.Field(key, format, args...))
 	}
 	if c.Workers < 1 || c.Workers > 4096 {
 		bad("workers", "must be between 1 and 4096, got %d", c.Workers)

@@ -88,6 +88,10 @@ type Dispatcher struct {
 	// abortCtx cancels attempts in flight (Abort).
 	abortCtx context.Context
 	abort    context.CancelFunc
+	// reloading is set while Options.Reload runs (on a goroutine counted
+	// in reloads).
+	reloading bool
+	reloads   sync.WaitGroup
 }
 
 // DefaultPendingLimit bounds the in-memory index to roughly 10–20 MiB.
@@ -224,16 +228,10 @@ func (d *Dispatcher) held(webhookID, subject string, seq uint64) bool {
 	return found
 }
 
-// needsReload reports whether an overflowing dispatcher has drained enough
-// to catch up from the store.
-func (d *Dispatcher) needsReload() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.overflow && d.pending <= d.limit/2
-}
-
 // next pops a lane whose head is due, marking it busy, or reports when the
-// earliest head becomes due (zero when nothing is waiting).
+// earliest head becomes due (zero when nothing is waiting). When it pops a
+// lane and another head is due as well, it wakes one more idle worker for
+// it (parkOrSignal).
 func (d *Dispatcher) next(now time.Time) (*lane, Item, time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -251,9 +249,33 @@ func (d *Dispatcher) next(now time.Time) (*lane, Item, time.Time) {
 		}
 		d.inFlight[wh]++
 		l.busy = true
+		d.parkOrSignal(now)
 		return l, l.items[0], time.Time{}
 	}
 	return nil, Item{}, time.Time{}
+}
+
+// parkOrSignal looks at the heads due after a lane was taken: those of
+// webhooks at their perHook limit are parked now, as the next caller of
+// next would park them, and if a head another worker can take is due, one
+// idle worker is woken for it. Waking a worker only to park lanes would
+// cost a wake-up per attempt while a webhook is at its limit. d.mu must be
+// held.
+func (d *Dispatcher) parkOrSignal(now time.Time) {
+	for len(d.ready) > 0 {
+		h := d.ready[0]
+		if h.items[0].Due > now.UnixNano() {
+			return
+		}
+		wh := h.id.webhookID
+		if d.inFlight[wh] < d.perHook {
+			d.signal()
+			return
+		}
+		heap.Pop(&d.ready)
+		h.parked = true
+		d.parked[wh] = append(d.parked[wh], h)
+	}
 }
 
 // Outcome of an attempt, as far as the lane is concerned.
@@ -309,7 +331,10 @@ func (d *Dispatcher) finish(l *lane, o Outcome, due time.Time) {
 	}
 	d.fix(l)
 	d.mu.Unlock()
-	d.signal()
+	// No signal: finish is called by the worker that made the attempt,
+	// which asks next again right away (and next wakes another worker if
+	// more than one head is due); a signal here would wake an idle worker
+	// for the head this one is about to take.
 }
 
 // SetPaused pauses or resumes every lane of a webhook.

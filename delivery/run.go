@@ -120,65 +120,40 @@ func (d *Dispatcher) now() time.Time { return d.opts.Now() }
 // and stay due. Run still waits for them to return.
 func (d *Dispatcher) Abort() { d.abort() }
 
-// job is one attempt handed to a worker.
-type job struct {
-	lane *lane
-	item Item
-}
-
-// Run hands due lane heads to cfg.Workers workers, which attempt them and
-// record the outcomes in s, until ctx is cancelled; it then waits for the
-// attempts in flight (see Abort) and for a reload in progress, and returns.
+// Run runs cfg.Workers workers, which take due lane heads, attempt them
+// and record the outcomes in s, until ctx is cancelled; it then waits for
+// the attempts in flight (see Abort) and for a reload in progress, and
+// returns.
 func (d *Dispatcher) Run(ctx context.Context, s Store) {
-	jobs := make(chan job)
-	var workers, reloads sync.WaitGroup
+	var workers sync.WaitGroup
 	for range d.cfg.Workers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			for j := range jobs {
-				d.attempt(s, j)
-			}
+			d.work(ctx, s)
 		}()
 	}
-	d.loop(ctx, jobs, &reloads)
-	reloads.Wait()
 	workers.Wait()
+	d.reloads.Wait()
 }
 
-// loop hands due lane heads to the workers. It sleeps until the earliest
-// next-attempt time or until the owner, a worker or an admin call signals
-// new work, so new events are picked up immediately.
-func (d *Dispatcher) loop(ctx context.Context, jobs chan<- job, reloads *sync.WaitGroup) {
-	defer close(jobs)
+// work is one worker: it takes the lane head due first and attempts it
+// itself (there is no dispatching goroutine in between), or sleeps until
+// the earliest next-attempt time or until the owner, another worker or an
+// admin call signals new work, so new events are picked up immediately.
+// A worker that takes a head passes the signal on (see next) while more
+// heads are due, so a batch wakes as many workers as it has lanes.
+func (d *Dispatcher) work(ctx context.Context, s Store) {
 	stop := ctx.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var reloading chan struct{} // closed when the reload in progress ends
 	for {
-		if reloading != nil {
-			select {
-			case <-reloading:
-				reloading = nil
-			default:
-			}
+		select {
+		case <-stop:
+			return
+		default:
 		}
-		if reloading == nil && d.opts.Reload != nil && d.needsReload() {
-			reloading = make(chan struct{})
-			reloads.Add(1)
-			go func(done chan struct{}) {
-				defer reloads.Done()
-				defer close(done)
-				if err := d.opts.Reload(); err != nil {
-					d.log.Error("reloading pending deliveries failed; retrying later", "err", err)
-					select {
-					case <-time.After(StoreRetryDelay):
-					case <-stop:
-					}
-				}
-				d.signal()
-			}(reloading)
-		}
+		d.reloadIfNeeded(stop)
 		if d.opts.Hold != nil && d.opts.Hold() {
 			timer.Reset(d.opts.HoldRecheck)
 			select {
@@ -190,12 +165,7 @@ func (d *Dispatcher) loop(ctx context.Context, jobs chan<- job, reloads *sync.Wa
 		}
 		l, it, wait := d.next(d.now())
 		if l != nil {
-			select {
-			case jobs <- job{l, it}:
-			case <-stop:
-				d.finish(l, Release, time.Time{})
-				return
-			}
+			d.attempt(s, l, it)
 			continue
 		}
 		sleep := time.Hour
@@ -212,12 +182,44 @@ func (d *Dispatcher) loop(ctx context.Context, jobs chan<- job, reloads *sync.Wa
 	}
 }
 
+// reloadIfNeeded starts Options.Reload on a goroutine of its own when an
+// overflowing dispatcher has drained to half its limit and no reload runs.
+func (d *Dispatcher) reloadIfNeeded(stop <-chan struct{}) {
+	if d.opts.Reload == nil {
+		return
+	}
+	d.mu.Lock()
+	start := !d.reloading && d.overflow && d.pending <= d.limit/2
+	if start {
+		d.reloading = true
+		d.reloads.Add(1)
+	}
+	d.mu.Unlock()
+	if !start {
+		return
+	}
+	go func() {
+		defer d.reloads.Done()
+		if err := d.opts.Reload(); err != nil {
+			d.log.Error("reloading pending deliveries failed; retrying later", "err", err)
+			select {
+			case <-time.After(StoreRetryDelay):
+			case <-stop:
+			}
+		}
+		d.mu.Lock()
+		d.reloading = false
+		d.mu.Unlock()
+		d.signal()
+	}()
+}
+
 // attempt makes one delivery attempt of a lane's head and records it. The
-// worker itself waits for the record to be durable: the lane is busy until
-// then anyway, and the per-webhook limit counts it as in flight.
-func (d *Dispatcher) attempt(s Store, j job) {
-	l := j.lane
-	a, skip, due := s.Prepare(d.abortCtx, l.id.webhookID, l.id.subject, j.item)
+// worker itself waits for the record to be durable (there is no recording
+// goroutine in between): the lane is busy until then anyway, and the
+// per-webhook limit counts the attempt as in flight until then.
+func (d *Dispatcher) attempt(s Store, l *lane, it Item) {
+	a, skip, due := s.Prepare(d.abortCtx, l.id.webhookID, l.id.subject, it)
 	if a == nil {
 		d.finish(l, skip, due)
 		return

@@ -76,13 +76,8 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 		}
 		o.adminMu.Lock()
 		defer o.adminMu.Unlock()
-		w, err := o.newTxnWriter()
-		if err != nil {
-			return err
-		}
-		now := o.now().UTC()
-		var lanes []laneEntry
-		err = o.db.View(func(txn *badger.Txn) error {
+		var err error
+		n, err = o.requeueScan("replay", func(txn *badger.Txn, w *txnWriter, now time.Time, lanes *[]laneEntry) error {
 			it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
 			defer it.Close()
 			for seekLast(it, prefixEvent); it.ValidForPrefix(prefixEvent); it.Next() {
@@ -102,19 +97,33 @@ func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) 
 					continue
 				}
 				seq := beUint64(it.Item().Key()[len(prefixEvent):])
-				if err := o.requeue(txn, w, seq, &rec, webhookID, now, false, &lanes); err != nil {
+				if err := o.requeue(txn, w, seq, &rec, webhookID, now, false, lanes); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
-		if err := o.commitRequeued(w, err, lanes, "replay"); err != nil {
-			return err
-		}
-		n = len(lanes)
-		return nil
+		return err
 	})
 	return n, err
+}
+
+// requeueScan runs scan in a read transaction with a txnWriter for the
+// requeued deliveries, then commits them (commitRequeued) and returns how
+// many lanes it queued. what names the operation in logs. adminMu must be
+// held.
+func (o *Outbox) requeueScan(what string, scan func(txn *badger.Txn, w *txnWriter, now time.Time, lanes *[]laneEntry) error) (int, error) {
+	w, err := o.newTxnWriter()
+	if err != nil {
+		return 0, err
+	}
+	now := o.now().UTC()
+	var lanes []laneEntry
+	err = o.db.View(func(txn *badger.Txn) error { return scan(txn, w, now, &lanes) })
+	if err := o.commitRequeued(w, err, lanes, what); err != nil {
+		return 0, err
+	}
+	return len(lanes), nil
 }
 
 // requeue writes a fresh PENDING delivery of event seq to the webhook, due
@@ -159,13 +168,7 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 	err := o.use(ctx, func() error {
 		o.adminMu.Lock()
 		defer o.adminMu.Unlock()
-		w, err := o.newTxnWriter()
-		if err != nil {
-			return err
-		}
-		now := o.now().UTC()
-		var lanes []laneEntry
-		err = o.db.View(func(txn *badger.Txn) error {
+		_, err := o.requeueScan("redelivery", func(txn *badger.Txn, w *txnWriter, now time.Time, lanes *[]laneEntry) error {
 			var rec eventRecord
 			if err := getRecord(txn, eventKey(seq), rec.unmarshal); errors.Is(err, badger.ErrKeyNotFound) || (err == nil && rec.ID != eventID) {
 				return fmt.Errorf("event %q: %w", eventID, ErrNotFound)
@@ -204,13 +207,13 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 				return err
 			}
 			for _, id := range targets {
-				if err := o.requeue(txn, w, seq, &rec, id, now, true, &lanes); err != nil {
+				if err := o.requeue(txn, w, seq, &rec, id, now, true, lanes); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
-		if err := o.commitRequeued(w, err, lanes, "redelivery"); err != nil {
+		if err != nil {
 			return err
 		}
 		return o.db.View(func(txn *badger.Txn) error {

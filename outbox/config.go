@@ -2,9 +2,9 @@ package outbox
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
+	"github.com/eventtap/eventtap/configerr"
 	"github.com/eventtap/eventtap/delivery"
 )
 
@@ -31,20 +31,20 @@ func DefaultStorageConfig() StorageConfig {
 // DefaultDeliveryConfig returns the delivery configuration used for keys the file leaves out.
 func DefaultDeliveryConfig() DeliveryConfig { return delivery.DefaultConfig() }
 
-// Validate reports every problem with c, joined. Each problem's message
-// starts with the YAML key it is about, so that the loader can point at the
-// line that holds it.
+// Validate reports every problem with c, joined: each is a
+// *configerr.Error whose Path is the key it is about, relative to the
+// section, so that the loader can point at the line that holds it.
 func (c StorageConfig) Validate() error {
 	var errs []error
 	if c.Dir == "" {
-		errs = append(errs, errors.New("dir: must name the directory that holds the outbox (for example \"./data\")"))
+		errs = append(errs, configerr.Field("dir", "must name the directory that holds the outbox (for example \"./data\")"))
 	}
 	if c.Retention <= 0 {
-		errs = append(errs, fmt.Errorf("retention: must be a positive duration such as 168h, got %s", c.Retention))
+		errs = append(errs, configerr.Field("retention", "must be a positive duration such as 168h, got %s", c.Retention))
 	}
 	if c.EncryptionKeyFile != "" {
 		if _, _, err := readEncryptionKey(c.EncryptionKeyFile); err != nil {
-			errs = append(errs, fmt.Errorf("encryption_key_file: %w", err))
+			errs = append(errs, configerr.Field("encryption_key_file", "%v", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -64,7 +64,11 @@ func TestDeliverPayloadAndSignature(t *testing.T) {
 		t.Errorf("a webhook of another type got %d requests", other.count())
 	}
 
-	waitFor(t, 5*time.Second, "SUCCEEDED", func() bool { return o.deliveryState(t, r.ID, hook.ID).State == Succeeded })
+	// The record is visible a moment before the worker learns it is
+	// durable and counts the attempt; the lane is released after that.
+	waitFor(t, 5*time.Second, "SUCCEEDED and the lane released", func() bool {
+		return o.deliveryState(t, r.ID, hook.ID).State == Succeeded && o.disp.PendingCount() == 0
+	})
 	got, err := o.Event(context.Background(), r.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -246,11 +250,7 @@ func TestGoneDisablesWebhook(t *testing.T) {
 	})
 	hook := o.hook(t, rc.URL, "ORDER_CREATED")
 	o.commit(t, event("ORDER_CREATED", "o1", `{}`))
-	waitFor(t, 5*time.Second, "disabled", func() bool {
-		w, _ := o.Webhook(context.Background(), hook.ID)
-		return w.Status == Disabled
-	})
-	w, _ := o.Webhook(context.Background(), hook.ID)
+	w := o.waitDisabled(t, hook.ID)
 	if w.DisabledReason == nil || !strings.Contains(*w.DisabledReason, "410") {
 		t.Errorf("disabledReason = %v", w.DisabledReason)
 	}
@@ -403,11 +403,7 @@ func TestDisableAfter(t *testing.T) {
 	rc := newReceiver(t, func(_ int, _ *received, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
 	hook := o.hook(t, rc.URL, "ORDER_CREATED")
 	o.commit(t, event("ORDER_CREATED", "o1", `{}`))
-	waitFor(t, 5*time.Second, "disabled", func() bool {
-		w, _ := o.Webhook(context.Background(), hook.ID)
-		return w.Status == Disabled
-	})
-	w, _ := o.Webhook(context.Background(), hook.ID)
+	w := o.waitDisabled(t, hook.ID)
 	if w.DisabledReason == nil || !strings.Contains(*w.DisabledReason, "disable_after") {
 		t.Errorf("reason %v", w.DisabledReason)
 	}

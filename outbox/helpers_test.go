@@ -184,6 +184,17 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // deliveryState returns the state of the event's delivery to the webhook.
+// waitDisabled waits until the webhook is DISABLED and returns it.
+func (o *testOutbox) waitDisabled(t testing.TB, id string) Webhook {
+	t.Helper()
+	var w Webhook
+	waitFor(t, 5*time.Second, "disabled", func() bool {
+		w, _ = o.Webhook(context.Background(), id)
+		return w.Status == Disabled
+	})
+	return w
+}
+
 func (o *testOutbox) deliveryState(t testing.TB, eventID, webhookID string) Delivery {
 	t.Helper()
 	ev, err := o.Event(context.Background(), eventID)

@@ -156,6 +156,15 @@ func stateKey(key string) []byte { return append(cat(prefixState), key...) }
 // cannot walk another.
 func encodeCursor(key []byte) string { return base64.RawURLEncoding.EncodeToString(key) }
 
+// resumeAfter is the key a listing resumes after: nil for the first page
+// (no cursor), else the decoded cursor.
+func resumeAfter(cursor string, prefix []byte, keyLen int) ([]byte, error) {
+	if cursor == "" {
+		return nil, nil
+	}
+	return decodeCursor(cursor, prefix, keyLen)
+}
+
 func decodeCursor(cursor string, prefix []byte, keyLen int) ([]byte, error) {
 	key, err := base64.RawURLEncoding.DecodeString(cursor)
 	if err != nil || !bytes.HasPrefix(key, prefix) || (keyLen > 0 && len(key) != keyLen) {

@@ -142,6 +142,17 @@ type LogFilter struct {
 	CreatedBefore time.Time
 }
 
+// Matches reports whether l passes every field of the filter (both
+// creation bounds are exclusive).
+func (f LogFilter) Matches(l *Log) bool {
+	return (f.Type == "" || l.Type == f.Type) &&
+		(f.WebhookID == "" || l.WebhookID == f.WebhookID) &&
+		(f.EventID == "" || l.EventID == f.EventID) &&
+		(f.Succeeded == nil || l.Succeeded == *f.Succeeded) &&
+		(f.CreatedAfter.IsZero() || l.CreatedAt.After(f.CreatedAfter)) &&
+		(f.CreatedBefore.IsZero() || l.CreatedAt.Before(f.CreatedBefore))
+}
+
 // EventFilter narrows Outbox.Events; zero fields match everything. State
 // matches events with at least one delivery in that state.
 type EventFilter struct {

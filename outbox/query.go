@@ -90,16 +90,12 @@ func (o *Outbox) Events(ctx context.Context, filter EventFilter, first int, afte
 		prefix = subjectPrefix(filter.Subject)
 		keyLen = len(prefix) + 8
 	}
-	var afterKey []byte
-	if after != "" {
-		k, err := decodeCursor(after, prefix, keyLen)
-		if err != nil {
-			return page, err
-		}
-		afterKey = k
+	afterKey, err := resumeAfter(after, prefix, keyLen)
+	if err != nil {
+		return page, err
 	}
 	valueFilter := filter.Type != "" || filter.State != ""
-	err := o.view(ctx, func(txn *badger.Txn) error {
+	err = o.view(ctx, func(txn *badger.Txn) error {
 		return scanReverse(txn, prefix, afterKey, func(key []byte) error {
 			if len(key) != keyLen {
 				return nil
@@ -213,26 +209,14 @@ func (o *Outbox) Logs(ctx context.Context, filter LogFilter, first int, after st
 		prefix = append(bytes.Clone(prefixLogByWH), filter.WebhookID...)
 	}
 	keyLen := len(prefix) + 8
-	var afterKey []byte
-	if after != "" {
-		k, err := decodeCursor(after, prefix, keyLen)
-		if err != nil {
-			return page, err
-		}
-		afterKey = k
-	}
-	match := func(l *Log) bool {
-		return (filter.Type == "" || l.Type == filter.Type) &&
-			(filter.WebhookID == "" || l.WebhookID == filter.WebhookID) &&
-			(filter.EventID == "" || l.EventID == filter.EventID) &&
-			(filter.Succeeded == nil || l.Succeeded == *filter.Succeeded) &&
-			(filter.CreatedAfter.IsZero() || l.CreatedAt.After(filter.CreatedAfter)) &&
-			(filter.CreatedBefore.IsZero() || l.CreatedAt.Before(filter.CreatedBefore))
+	afterKey, err := resumeAfter(after, prefix, keyLen)
+	if err != nil {
+		return page, err
 	}
 	// Only the index filters can be answered from keys alone.
 	keyOnly := filter.Type == "" && filter.Succeeded == nil && filter.CreatedAfter.IsZero() &&
 		filter.CreatedBefore.IsZero() && (filter.EventID == "" || filter.WebhookID == "")
-	err := o.view(ctx, func(txn *badger.Txn) error {
+	err = o.view(ctx, func(txn *badger.Txn) error {
 		pass := func(from []byte, collect bool) error {
 			return scanReverse(txn, prefix, from, func(key []byte) error {
 				if len(key) != keyLen {
@@ -257,7 +241,7 @@ func (o *Outbox) Logs(ctx context.Context, filter LogFilter, first int, after st
 				if err != nil {
 					return err
 				}
-				if !match(&l) {
+				if !filter.Matches(&l) {
 					return nil
 				}
 				page.Total++

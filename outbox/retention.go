@@ -103,39 +103,56 @@ func (o *Outbox) retainEvents(from []byte, cutoff time.Time) (next []byte, more 
 	defer o.adminMu.Unlock()
 	var dels [][]byte
 	err = o.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		if from == nil {
-			from = prefixEvent
-		}
-		n := 0
-		for it.Seek(from); it.ValidForPrefix(prefixEvent); it.Next() {
-			if n == retentionChunk {
-				next, more = it.Item().KeyCopy(nil), true
-				return nil
-			}
-			n++
+		next, more, err = retentionScan(txn, prefixEvent, from, func(item *badger.Item) (bool, error) {
 			var rec eventRecord
-			if err := it.Item().Value(rec.unmarshal); err != nil {
-				return err
+			if err := item.Value(rec.unmarshal); err != nil {
+				return false, err
 			}
 			if !rec.CommittedAt.Before(cutoff) {
-				return nil // sequences grow with commit time: the rest is newer
+				return false, nil // sequences grow with commit time: the rest is newer
 			}
-			seq := beUint64(it.Item().Key()[len(prefixEvent):])
+			seq := beUint64(item.Key()[len(prefixEvent):])
 			ds, err := readDeliveries(txn, seq)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if hasState(ds, Pending) {
-				continue
+				return true, nil
 			}
 			dels = append(dels, eventKey(seq), subjectKey(rec.Subject, seq))
 			for _, d := range ds {
 				dels = append(dels, deliveryKey(seq, d.WebhookID))
 			}
-		}
-		return nil
+			return true, nil
+		})
+		return err
+	})
+	if err == nil && len(dels) > 0 {
+		err = o.deleteList(dels)
+	}
+	return next, more, err
+}
+
+// retainLogs handles up to retentionChunk logs starting at key from.
+func (o *Outbox) retainLogs(from []byte, cutoff time.Time) (next []byte, more bool, err error) {
+	var dels [][]byte
+	err = o.db.View(func(txn *badger.Txn) error {
+		next, more, err = retentionScan(txn, prefixLog, from, func(item *badger.Item) (bool, error) {
+			var l Log
+			if err := item.Value(func(v []byte) (err error) {
+				l, err = unmarshalLog(v)
+				return err
+			}); err != nil {
+				return false, err
+			}
+			if !l.CreatedAt.Before(cutoff) {
+				return false, nil
+			}
+			seq := beUint64(item.Key()[len(prefixLog):])
+			dels = append(dels, logKey(seq), logByWebhookKey(l.WebhookID, seq), logByEventKey(l.EventID, seq))
+			return true, nil
+		})
+		return err
 	})
 	if err == nil && len(dels) > 0 {
 		// The log sequence is read back from the highest l/ key at Open;
@@ -151,49 +168,26 @@ func (o *Outbox) retainEvents(from []byte, cutoff time.Time) (next []byte, more 
 	return next, more, err
 }
 
-// retainLogs handles up to retentionChunk logs starting at key from.
-func (o *Outbox) retainLogs(from []byte, cutoff time.Time) (next []byte, more bool, err error) {
-	var dels [][]byte
-	err = o.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixLog, PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		if from == nil {
-			from = prefixLog
+// retentionScan visits the items under prefix from key from (the start
+// when nil) until visit returns false, an error, or retentionChunk items
+// were visited; next is then the key to resume from.
+func retentionScan(txn *badger.Txn, prefix, from []byte, visit func(*badger.Item) (bool, error)) (next []byte, more bool, err error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	if from == nil {
+		from = prefix
+	}
+	n := 0
+	for it.Seek(from); it.ValidForPrefix(prefix); it.Next() {
+		if n == retentionChunk {
+			return it.Item().KeyCopy(nil), true, nil
 		}
-		n := 0
-		for it.Seek(from); it.ValidForPrefix(prefixLog); it.Next() {
-			if n == retentionChunk {
-				next, more = it.Item().KeyCopy(nil), true
-				return nil
-			}
-			n++
-			var l Log
-			if err := it.Item().Value(func(v []byte) (err error) {
-				l, err = unmarshalLog(v)
-				return err
-			}); err != nil {
-				return err
-			}
-			if !l.CreatedAt.Before(cutoff) {
-				return nil
-			}
-			seq := beUint64(it.Item().Key()[len(prefixLog):])
-			dels = append(dels, logKey(seq), logByWebhookKey(l.WebhookID, seq), logByEventKey(l.EventID, seq))
-		}
-		return nil
-	})
-	if err == nil && len(dels) > 0 {
-		// The log sequence is read back from the highest l/ key at Open;
-		// once every log is gone it would start again and a stale x/ index
-		// entry (or a client's cursor) could then name a new log. The
-		// highest sequence deleted is kept first, so it never goes back.
-		top := beUint64(dels[len(dels)-3][len(prefixLog):])
-		err = o.dbUpdate(func(txn *badger.Txn) error { return txn.Set(keyMetaLogSeq, u64(nil, top)) })
-		if err == nil {
-			err = o.deleteList(dels)
+		n++
+		if ok, err := visit(it.Item()); !ok || err != nil {
+			return nil, false, err
 		}
 	}
-	return next, more, err
+	return nil, false, nil
 }
 
 func (o *Outbox) deleteList(keys [][]byte) error {

@@ -162,15 +162,23 @@ func TestRestartResumesScheduledRetries(t *testing.T) {
 	waitFor(t, 5*time.Second, "SUCCEEDED", func() bool { return o.deliveryState(t, first.ID, hook.ID).State == Succeeded })
 }
 
-func TestRetention(t *testing.T) {
+// openRetentionTest opens a store with a retention of 1h, whose clock
+// moves only by advance and whose retention runs only when the test calls
+// retain.
+func openRetentionTest(t *testing.T) (o *testOutbox, now func() time.Time, advance func(time.Duration)) {
 	var mu sync.Mutex
 	clock := time.Now()
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	o := openTest(t, func(s *StorageConfig, _ *DeliveryConfig, h *openHooks) {
+	now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	o = openTest(t, func(s *StorageConfig, _ *DeliveryConfig, h *openHooks) {
 		s.Retention = time.Hour
 		h.now = now
-		h.retentionEvery = time.Hour // run by hand below
+		h.retentionEvery = time.Hour
 	})
+	return o, now, func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+}
+
+func TestRetention(t *testing.T) {
+	o, now, advance := openRetentionTest(t)
 	ok := newReceiver(t, nil)
 	okHook := o.hook(t, ok.URL, "ORDER_CREATED")
 	paused := newReceiver(t, nil)
@@ -187,9 +195,7 @@ func TestRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mu.Lock()
-	clock = clock.Add(30 * time.Minute)
-	mu.Unlock()
+	advance(30 * time.Minute)
 	o.commit(t, event("ORDER_UPDATED", "young", `{}`))
 
 	if err := o.retain(now()); err != nil {
@@ -198,9 +204,7 @@ func TestRetention(t *testing.T) {
 	if n := len(o.allEvents(t, EventFilter{})); n != 5 {
 		t.Fatalf("%d events after a pass with nothing expired, want 5", n)
 	}
-	mu.Lock()
-	clock = clock.Add(45 * time.Minute)
-	mu.Unlock()
+	advance(45 * time.Minute)
 	if err := o.retain(now()); err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +232,32 @@ func TestRetention(t *testing.T) {
 			}
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRetentionOfUnsubscribedEvent: an event no webhook subscribed to has
+// no deliveries; retention removes it without touching the log sequence
+// (retainEvents once took it from the wrong keys, and panicked on a chunk
+// of one such event).
+func TestRetentionOfUnsubscribedEvent(t *testing.T) {
+	o, now, advance := openRetentionTest(t)
+	o.commit(t, event("ORDER_CREATED", "nobody-listens", `{}`))
+	advance(2 * time.Hour)
+	if err := o.retain(now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(o.allEvents(t, EventFilter{})); n != 0 {
+		t.Errorf("%d events kept, want 0", n)
+	}
+	err := o.db.View(func(txn *badger.Txn) error {
+		n, err := readCounter(txn, keyMetaLogSeq)
+		if err == nil && n != 0 {
+			t.Errorf("m/logseq = %d after removing an event, want 0 (no log was ever written)", n)
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)

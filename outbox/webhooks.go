@@ -116,15 +116,11 @@ func (o *Outbox) Webhooks(ctx context.Context, filter WebhookFilter, first int, 
 	if err := checkFirst(first); err != nil {
 		return page, err
 	}
-	var afterKey []byte
-	if after != "" {
-		k, err := decodeCursor(after, prefixWebhook, len(prefixWebhook)+webhookIDLen)
-		if err != nil {
-			return page, err
-		}
-		afterKey = k
+	afterKey, err := resumeAfter(after, prefixWebhook, len(prefixWebhook)+webhookIDLen)
+	if err != nil {
+		return page, err
 	}
-	err := o.use(ctx, func() error {
+	err = o.use(ctx, func() error {
 		o.whMu.RLock()
 		list := make([]Webhook, 0, len(o.hooks))
 		for _, h := range o.hooks {

@@ -6,16 +6,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/elazarl/goproxy"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eventtap/eventtap/internal/testkit"
 	"github.com/eventtap/eventtap/rules"
 )
 
@@ -44,25 +43,7 @@ func BenchmarkPassThrough(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.Upstream = up.URL
 
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(upURL)
-			pr.SetXForwarded()
-		},
-		Transport: NewTransport(cfg),
-	}
-	rpSrv := httptest.NewServer(rp)
-	defer rpSrv.Close()
-
-	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = NewTransport(cfg)
-	gp.KeepAcceptEncoding = true
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.URL.Scheme, r.URL.Host = upURL.Scheme, upURL.Host
-		gp.ServeHTTP(w, r)
-	})
-	gpSrv := httptest.NewServer(gp)
-	defer gpSrv.Close()
+	rpSrv, gpSrv := testkit.BareProxies(b, upURL, func() *http.Transport { return NewTransport(cfg) })
 
 	r := &fakeRules{
 		routes: []fakeRoute{{method: "GET", prefix: "/orders/", template: "/orders/{id}"}},
@@ -78,13 +59,7 @@ func BenchmarkPassThrough(b *testing.B) {
 	etSrv := httptest.NewServer(p.Handler())
 	defer etSrv.Close()
 
-	client := &http.Client{Transport: &http.Transport{
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     time.Minute,
-		DisableCompression:  true,
-	}}
-	defer client.CloseIdleConnections()
+	client := testkit.BenchClient(b)
 
 	targets := []struct{ name, url string }{
 		{"direct", up.URL + "/items/1"},

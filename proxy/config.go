@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"net/url"
 	"time"
+
+	"github.com/eventtap/eventtap/configerr"
 )
 
 // Durability modes for Config.Durability.
@@ -70,13 +72,13 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every problem with c, joined. Each problem's message
-// starts with the YAML key it is about ("upstream: …"), so that the loader
-// can point at the line that holds it.
+// Validate reports every problem with c, joined: each is a
+// *configerr.Error whose Path is the key it is about, relative to the
+// section, so that the loader can point at the line that holds it.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, configerr.Field(key, format, args...))
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not a host:port address (for example \"127.0.0.1:8080\")", c.Listen)

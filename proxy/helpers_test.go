@@ -190,8 +190,10 @@ func newEnv(t *testing.T, r *fakeRules, c *fakeCommitter, mods ...envOption) *en
 	return newEnvFor(t, up, up.srv.URL, r, c, mods...)
 }
 
-func newEnvFor(t *testing.T, up *upstream, upstreamURL string, r *fakeRules, c *fakeCommitter, mods ...envOption) *env {
-	t.Helper()
+// testSetup fills in the fakes a test left nil and returns the default
+// configuration listening on a free port of 127.0.0.1 in front of
+// upstreamURL.
+func testSetup(r *fakeRules, c *fakeCommitter, upstreamURL string) (*fakeRules, *fakeCommitter, Config) {
 	if r == nil {
 		r = &fakeRules{}
 	}
@@ -201,6 +203,12 @@ func newEnvFor(t *testing.T, up *upstream, upstreamURL string, r *fakeRules, c *
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Upstream = upstreamURL
+	return r, c, cfg
+}
+
+func newEnvFor(t *testing.T, up *upstream, upstreamURL string, r *fakeRules, c *fakeCommitter, mods ...envOption) *env {
+	t.Helper()
+	r, c, cfg := testSetup(r, c, upstreamURL)
 	cfg.MaxCaptureBytes = 64 << 10
 	cfg.UpstreamTimeout = 5 * time.Second
 	var opts []Option
@@ -565,7 +573,9 @@ func hostOf(rawURL string) string {
 	return strings.TrimPrefix(rawURL, "http://")
 }
 
-// freeAddr returns an address nothing listens on.
+// freeAddr returns an address nothing listens on, for an upstream that
+// refuses connections. (Nothing is handed this address to listen on, so
+// the pick-then-close race of handing out free ports does not arise.)
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -137,37 +137,34 @@ func (m *metrics) observe(method, route string, code int, d time.Duration) {
 }
 
 func (m *metrics) counter(k requestKey) prometheus.Counter {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	old := *m.counters.Load()
-	if c, ok := old[k]; ok {
-		return c
-	}
-	c := m.requests.WithLabelValues(k.method, k.route, strconv.Itoa(k.code))
-	next := make(map[requestKey]prometheus.Counter, len(old)+1)
-	for kk, v := range old {
-		next[kk] = v
-	}
-	next[k] = c
-	m.counters.Store(&next)
-	return c
+	return addCached(&m.mu, &m.counters, k, func() prometheus.Counter {
+		return m.requests.WithLabelValues(k.method, k.route, strconv.Itoa(k.code))
+	})
 }
 
 func (m *metrics) observer(route string) prometheus.Observer {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	old := *m.observers.Load()
-	if o, ok := old[route]; ok {
-		return o
+	return addCached(&m.mu, &m.observers, route, func() prometheus.Observer { return m.duration.WithLabelValues(route) })
+}
+
+// addCached returns cache's value for k, creating it with create and
+// publishing a copy of the map that holds it when it is missing: readers
+// load the map without a lock, so it is never changed in place. mu
+// serializes the writers.
+func addCached[K comparable, V any](mu *sync.Mutex, cache *atomic.Pointer[map[K]V], k K, create func() V) V {
+	mu.Lock()
+	defer mu.Unlock()
+	old := *cache.Load()
+	if v, ok := old[k]; ok {
+		return v
 	}
-	o := m.duration.WithLabelValues(route)
-	next := make(map[string]prometheus.Observer, len(old)+1)
-	for kk, v := range old {
-		next[kk] = v
+	v := create()
+	next := make(map[K]V, len(old)+1)
+	for kk, vv := range old {
+		next[kk] = vv
 	}
-	next[route] = o
-	m.observers.Store(&next)
-	return o
+	next[k] = v
+	cache.Store(&next)
+	return v
 }
 
 // methodLabel keeps the method label bounded: a client can send any token

@@ -263,10 +263,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("proxy: listen: %w", err)
 	}
-	return p.serveListener(ctx, ln)
+	return p.Serve(ctx, ln)
 }
 
-func (p *Proxy) serveListener(ctx context.Context, ln net.Listener) error {
+// Serve is Run on a listener the caller bound (and Serve closes), for a
+// caller that must know the address before the proxy starts.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler: p.handler,
 		// Slow clients may take their time with bodies (uploads, long

@@ -355,14 +355,7 @@ func TestRunShutdown(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 		close(c.release)
-		select {
-		case <-done.done:
-			if done.err != nil {
-				t.Fatal(done.err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Run did not return")
-		}
+		done.wait(t, "Run did not return")
 		if c.count() != 1 {
 			t.Errorf("commits = %d, want 1", c.count())
 		}
@@ -379,14 +372,7 @@ func TestRunShutdown(t *testing.T) {
 		defer resp.Body.Close()
 		start := time.Now()
 		cancel()
-		select {
-		case <-done.done:
-			if done.err != nil {
-				t.Fatal(done.err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Run did not return after the shutdown deadline")
-		}
+		done.wait(t, "Run did not return after the shutdown deadline")
 		if d := time.Since(start); d < 150*time.Millisecond {
 			t.Errorf("returned after %v, before the deadline", d)
 		}
@@ -407,30 +393,15 @@ func TestRunShutdown(t *testing.T) {
 			t.Fatalf("handshake: %q %v", buf, err)
 		}
 		cancel()
-		select {
-		case <-done.done:
-			if done.err != nil {
-				t.Fatal(done.err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Run did not return with a WebSocket open")
-		}
+		done.wait(t, "Run did not return with a WebSocket open")
 	})
 }
 
-// runProxy runs p on a real listener via serveListener, which Run uses
+// runProxy runs p on a real listener via Serve, which Run uses
 // after listening on cfg.Listen.
 func runProxy(t *testing.T, up *upstream, r *fakeRules, c *fakeCommitter, mods ...envOption) (*Proxy, string, *runResult, context.CancelFunc) {
 	t.Helper()
-	if r == nil {
-		r = &fakeRules{}
-	}
-	if c == nil {
-		c = &fakeCommitter{}
-	}
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Upstream = up.srv.URL
+	r, c, cfg := testSetup(r, c, up.srv.URL)
 	var opts []Option
 	for _, m := range mods {
 		m(&cfg, &opts)
@@ -446,7 +417,7 @@ func runProxy(t *testing.T, up *upstream, r *fakeRules, c *fakeCommitter, mods .
 	ctx, cancel := context.WithCancel(context.Background())
 	r2 := &runResult{done: make(chan struct{})}
 	go func() {
-		r2.err = p.serveListener(ctx, ln)
+		r2.err = p.Serve(ctx, ln)
 		close(r2.done)
 	}()
 	t.Cleanup(func() {
@@ -461,10 +432,24 @@ func runProxy(t *testing.T, up *upstream, r *fakeRules, c *fakeCommitter, mods .
 	return p, ln.Addr().String(), r2, cancel
 }
 
-// runResult is what serveListener returned, once done is closed.
+// runResult is what Serve returned, once done is closed.
 type runResult struct {
 	done chan struct{}
 	err  error
+}
+
+// wait fails the test with msg unless Serve returns, without an
+// error, within 5 seconds.
+func (r *runResult) wait(t *testing.T, msg string) {
+	t.Helper()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal(msg)
+	}
 }
 
 func TestRunListenError(t *testing.T) {

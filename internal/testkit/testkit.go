@@ -1,10 +1,11 @@
 // Package testkit holds the helpers that tests of every eventtap package
 // share: a log buffer safe for concurrent writes, polling until a condition
-// holds, and finding the addresses a server bound when it was told to
-// listen on port 0.
+// holds, finding the addresses a server bound when it was told to listen
+// on port 0, and the bare proxies and client the proxy benchmarks use.
 //
-// It is imported only by _test.go files. It must not start servers or hold
-// state between tests: each helper works on what the test hands it.
+// It is imported only by _test.go files. It must not hold state between
+// tests: each helper works on what the test hands it, and the baseline
+// proxies BareProxies starts close when the test ends.
 package testkit
 
 import (
@@ -12,6 +13,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
@@ -19,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eventtap/eventtap/internal/baseline"
 )
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes, for logs.
@@ -174,4 +180,30 @@ func RequireTool(t testing.TB, why string, names ...string) string {
 	}
 	t.Skip(msg + "; skipped outside CI")
 	return ""
+}
+
+// BareProxies starts the baselines the proxy benchmarks compare eventtap
+// with, both forwarding to upstream through a transport from newTransport:
+// a bare httputil.ReverseProxy and a bare goproxy whose NonproxyHandler
+// points at the upstream. They are closed when the test ends.
+func BareProxies(tb testing.TB, upstream *url.URL, newTransport func() *http.Transport) (reverseProxy, goProxy *httptest.Server) {
+	tb.Helper()
+	reverseProxy = httptest.NewServer(baseline.ReverseProxy(upstream, newTransport()))
+	tb.Cleanup(reverseProxy.Close)
+	goProxy = httptest.NewServer(baseline.Goproxy(upstream, newTransport()))
+	tb.Cleanup(goProxy.Close)
+	return reverseProxy, goProxy
+}
+
+// BenchClient is the client of the proxy benchmarks: enough idle
+// connections for parallel requests, no transparent decompression.
+func BenchClient(tb testing.TB) *http.Client {
+	c := &http.Client{Transport: BenchTransport()}
+	tb.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// BenchTransport is BenchClient's transport, also used by baselines.
+func BenchTransport() *http.Transport {
+	return &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute, DisableCompression: true}
 }

@@ -20,7 +20,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/signal"
@@ -29,8 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/elazarl/goproxy"
-
+	"github.com/eventtap/eventtap/internal/baseline"
 	"github.com/eventtap/eventtap/proxy"
 )
 
@@ -50,9 +48,9 @@ func main() {
 			log.Fatalf("peer: -upstream %q must be an absolute URL such as http://127.0.0.1:38001", *upstream)
 		}
 		if *mode == "goproxy" {
-			h = newGoproxy(u)
+			h = baseline.Goproxy(u, newTransport())
 		} else {
-			h = newReverseProxy(u)
+			h = baseline.ReverseProxy(u, newTransport())
 		}
 	case "receiver":
 		h = newReceiver()
@@ -90,31 +88,6 @@ func serve(addr string, h http.Handler) error {
 // its default): the bare proxies must pool connections exactly as eventtap
 // does, or the comparison measures connection churn instead of the proxies.
 func newTransport() *http.Transport { return proxy.NewTransport(proxy.DefaultConfig()) }
-
-// newGoproxy is goproxy used as a reverse proxy in the plainest way: origin-
-// form requests reach NonproxyHandler, which points them at the upstream and
-// hands them back to goproxy. This is the baseline eventtap's pass-through
-// target is stated against (proxy/bench_test.go builds the same one).
-func newGoproxy(up *url.URL) http.Handler {
-	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = newTransport()
-	gp.KeepAcceptEncoding = true
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.URL.Scheme, r.URL.Host = up.Scheme, up.Host
-		gp.ServeHTTP(w, r)
-	})
-	return gp
-}
-
-func newReverseProxy(up *url.URL) http.Handler {
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(up)
-			pr.SetXForwarded()
-		},
-		Transport: newTransport(),
-	}
-}
 
 // orderAPI answers as fast as it can, so that the proxies in front of it, not
 // the upstream, bound throughput. It keeps no orders: memory stays flat
