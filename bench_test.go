@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 // BenchmarkSidecar measures the whole sidecar as `eventtap serve` runs it
@@ -100,7 +102,7 @@ func BenchmarkSidecar(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			tapped := tc.method == http.MethodPost
-			cpu0 := cpuTime()
+			cpu0 := testkit.CPUTime()
 			var batches0 float64
 			if tapped {
 				batches0 = scrape(b, sc.adminURL)["eventtap_outbox_commit_duration_seconds_count"]
@@ -137,7 +139,7 @@ func BenchmarkSidecar(b *testing.B) {
 			// CPU time of the whole process (clients, upstream, proxy,
 			// outbox, receiver) per request: steadier than ns/op on a
 			// shared machine, where other work takes cores away.
-			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64((testkit.CPUTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 		})
 	}
 }
