@@ -28,7 +28,14 @@ func (s store) Prepare(_ context.Context, whID, subject string, it delivery.Item
 	seq := it.Seq
 	st := &attemptState{}
 	ev, rec := &st.ev, &st.rec
-	found, err := o.readPending(seq, whID, subject, it.Due, ev, rec)
+	var found bool
+	var err error
+	if cached, ok := o.recent.take(seq, whID); ok {
+		// Committed moments ago and not attempted since: nothing to read.
+		*ev, *rec, found = cached, deliveryRecord{State: Pending, NextAttemptAt: cached.CommittedAt}, true
+	} else {
+		found, err = o.readPending(seq, whID, subject, it.Due, ev, rec)
+	}
 	if err != nil {
 		o.log.Error("reading a pending delivery failed; retrying later", "webhook", whID, "event_seq", seq, "err", err)
 		return nil, delivery.Retry, o.now().Add(delivery.StoreRetryDelay)

@@ -109,6 +109,8 @@ type Outbox struct {
 	space *spaceGuard
 	// snaps is the read snapshot delivery workers share (see snapshots).
 	snaps snapshots
+	// recent hands first attempts the events just committed.
+	recent *recentEvents
 
 	// stop ends the maintenance loop and a reload in progress.
 	stop        chan struct{}
@@ -205,6 +207,7 @@ func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, event
 	}
 	o.sender = sender
 	o.disp = delivery.NewDispatcher(dcfg, sender, dopts)
+	o.recent = newRecentEvents(defaultRecentBytes)
 	o.space = newSpaceGuard(storage.Dir, o.log)
 	if hooks != nil && hooks.freeBytes != nil {
 		o.space.free = hooks.freeBytes
