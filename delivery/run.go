@@ -20,16 +20,19 @@ type Store interface {
 	// gone or no longer pending, Retry with a later due time, Release to
 	// leave it as it is (its webhook is paused).
 	Prepare(ctx context.Context, webhookID, subject string, it Item) (*Attempt, Outcome, time.Time)
-	// Record makes the outcome of an attempt durable and returns once it
-	// is (or failed to be): the lane stays busy until then, so the next
-	// event of a subject is attempted only once the store says the one
-	// before it is delivered or given up. Releasing earlier would let a
-	// crash in between send the earlier event again after the later one.
-	// It returns an error wrapping ErrGone when the delivery no longer
-	// exists (its webhook was deleted while the attempt was made); any
-	// other error retries the head after StoreRetryDelay. ctx is not
-	// cancelled by Abort: an attempt that was made is recorded.
-	Record(ctx context.Context, a *Attempt) error
+	// Record makes the outcome of an attempt durable and calls done, once,
+	// when it is (or failed to be), on any goroutine; it may block while
+	// the store's queue is full, which is the workers' back-pressure. The
+	// lane stays busy until done, so the next event of a subject is
+	// attempted only once the store says the one before it is delivered or
+	// given up. Releasing earlier would let a crash in between send the
+	// earlier event again after the later one. The worker does not wait:
+	// it sends the next lane's head while the store writes. done gets an
+	// error wrapping ErrGone when the delivery no longer exists (its
+	// webhook was deleted while the attempt was made); any other error
+	// retries the head after StoreRetryDelay. ctx is not cancelled by
+	// Abort: an attempt that was made is recorded.
+	Record(ctx context.Context, a *Attempt, done func(error))
 }
 
 // ErrGone is what a Store's Record wraps when the delivery it was to
@@ -131,19 +134,20 @@ type job struct {
 // attempts in flight (see Abort) and for a reload in progress, and returns.
 func (d *Dispatcher) Run(ctx context.Context, s Store) {
 	jobs := make(chan job)
-	var workers, reloads sync.WaitGroup
+	var workers, reloads, records sync.WaitGroup
 	for range d.cfg.Workers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
 			for j := range jobs {
-				d.attempt(s, j)
+				d.attempt(s, j, &records)
 			}
 		}()
 	}
 	d.loop(ctx, jobs, &reloads)
 	reloads.Wait()
 	workers.Wait()
+	records.Wait()
 }
 
 // loop hands due lane heads to the workers. It sleeps until the earliest
@@ -212,10 +216,12 @@ func (d *Dispatcher) loop(ctx context.Context, jobs chan<- job, reloads *sync.Wa
 	}
 }
 
-// attempt makes one delivery attempt of a lane's head and records it. The
-// worker itself waits for the record to be durable: the lane is busy until
-// then anyway, and the per-webhook limit counts it as in flight.
-func (d *Dispatcher) attempt(s Store, j job) {
+// attempt makes one delivery attempt of a lane's head and hands it to the
+// store to record. Once the receiver has answered, the webhook's in-flight
+// slot is free (the per-webhook limit is about receivers holding workers)
+// and the worker moves on; the lane stays busy until the record is
+// durable. records counts the attempts being recorded.
+func (d *Dispatcher) attempt(s Store, j job, records *sync.WaitGroup) {
 	l := j.lane
 	a, skip, due := s.Prepare(d.abortCtx, l.id.webhookID, l.id.subject, j.item)
 	if a == nil {
@@ -236,15 +242,19 @@ func (d *Dispatcher) attempt(s Store, j job) {
 	if !res.OK() && a.Number <= len(d.cfg.RetrySchedule) {
 		a.Outcome, a.Next = Retry, now.Add(d.retryDelay(a.Number, res.RetryAfter))
 	}
-	err := s.Record(context.WithoutCancel(d.abortCtx), a)
-	switch {
-	case errors.Is(err, ErrGone):
-		d.finish(l, Done, time.Time{}) // deleted while we were sending
-	case err != nil:
-		d.finish(l, Retry, now.Add(StoreRetryDelay))
-	default:
-		d.finish(l, a.Outcome, a.Next)
-	}
+	d.sent(l)
+	records.Add(1)
+	s.Record(context.WithoutCancel(d.abortCtx), a, func(err error) {
+		defer records.Done()
+		switch {
+		case errors.Is(err, ErrGone):
+			d.finish(l, Done, time.Time{}) // deleted while we were sending
+		case err != nil:
+			d.finish(l, Retry, now.Add(StoreRetryDelay))
+		default:
+			d.finish(l, a.Outcome, a.Next)
+		}
+	})
 }
 
 // retryDelay is the delay before the retry following attempt n (1-based):

@@ -115,9 +115,12 @@ type Outbox struct {
 	// stop ends the maintenance loop and a reload in progress.
 	stop        chan struct{}
 	committerWG sync.WaitGroup
-	loopsWG     sync.WaitGroup
-	closeOnce   sync.Once
-	closeErr    error
+	// recording carries recorded attempts to runRecorder.
+	recording  chan recording
+	recorderWG sync.WaitGroup
+	loopsWG    sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
 
 	now func() time.Time // replaced in tests only
 	// retentionEvery is how often retention and value-log GC run.
@@ -166,6 +169,7 @@ func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, event
 		log:            logger,
 		queue:          make(chan *commitRequest, 4096),
 		attempts:       make(chan *commitRequest, 256),
+		recording:      make(chan recording, maxRecording),
 		hooks:          map[string]*webhookRecord{},
 		stop:           make(chan struct{}),
 		now:            time.Now,
@@ -247,6 +251,8 @@ func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, event
 
 	o.committerWG.Add(1)
 	go o.runCommitter()
+	o.recorderWG.Add(1)
+	go o.runRecorder()
 	var runCtx context.Context
 	runCtx, o.stopDisp = context.WithCancel(context.Background())
 	o.dispDone = make(chan struct{})
@@ -352,8 +358,11 @@ func (o *Outbox) close(ctx context.Context) error {
 	}
 	o.disp.Abort()
 	o.sender.Close()
-	// Workers record their attempts through the committer and wait until
-	// they are durable, so it stops last.
+	// The dispatcher has waited for every attempt handed to Record to be
+	// finished by the recorder; attempts are written by the committer, so
+	// it stops last.
+	close(o.recording)
+	o.recorderWG.Wait()
 	close(o.attempts)
 	o.committerWG.Wait()
 
