@@ -40,7 +40,10 @@ type lane struct {
 	// parked: due, but its webhook had perHook attempts in flight; it
 	// waits in dispatcher.parked instead of the heap.
 	parked bool
-	index  int // position in the ready heap, -1 when not in it
+	// slot: the busy head holds one of its webhook's perHook slots (until
+	// the receiver has answered).
+	slot  bool
+	index int // position in the ready heap, -1 when not in it
 }
 
 // Dispatcher is the in-memory index of pending work, fed by its owner
@@ -248,7 +251,7 @@ func (d *Dispatcher) next(now time.Time) (*lane, Item, time.Time) {
 			continue
 		}
 		d.inFlight[wh]++
-		l.busy = true
+		l.busy, l.slot = true, true
 		d.parkOrSignal(now)
 		return l, l.items[0], time.Time{}
 	}
@@ -287,14 +290,26 @@ const (
 	Release                // not attempted (shutdown, paused): keep the head as is
 )
 
-func (d *Dispatcher) finish(l *lane, o Outcome, due time.Time) {
+// sent frees the in-flight slot of a busy lane whose receiver has
+// answered; the lane stays busy until finish.
+func (d *Dispatcher) sent(l *lane) {
 	d.mu.Lock()
-	l.busy = false
+	d.freeSlot(l)
+	d.mu.Unlock()
+	d.signal()
+}
+
+// freeSlot gives the slot l holds, if any, to the lane of its webhook
+// parked longest. d.mu must be held.
+func (d *Dispatcher) freeSlot(l *lane) {
+	if !l.slot {
+		return
+	}
+	l.slot = false
 	wh := l.id.webhookID
 	if d.inFlight[wh]--; d.inFlight[wh] <= 0 {
 		delete(d.inFlight, wh)
 	}
-	// The slot just freed goes to the lane of this webhook parked longest.
 	if ps := d.parked[wh]; len(ps) > 0 {
 		p := ps[0]
 		ps[0] = nil
@@ -304,6 +319,12 @@ func (d *Dispatcher) finish(l *lane, o Outcome, due time.Time) {
 		p.parked = false
 		d.fix(p)
 	}
+}
+
+func (d *Dispatcher) finish(l *lane, o Outcome, due time.Time) {
+	d.mu.Lock()
+	l.busy = false
+	d.freeSlot(l)
 	if l.gone {
 		// The webhook was deleted meanwhile; removeWebhook already counted
 		// the items out.
@@ -331,10 +352,11 @@ func (d *Dispatcher) finish(l *lane, o Outcome, due time.Time) {
 	}
 	d.fix(l)
 	d.mu.Unlock()
-	// No signal: finish is called by the worker that made the attempt,
-	// which asks next again right away (and next wakes another worker if
-	// more than one head is due); a signal here would wake an idle worker
-	// for the head this one is about to take.
+	// No signal: when a worker calls finish (a head not sent), it asks
+	// next again right away (and next wakes another worker if more than
+	// one head is due); a signal here would wake an idle worker for the
+	// head this one is about to take. The store's done callback, which is
+	// not a worker, signals after finish (see attempt).
 }
 
 // SetPaused pauses or resumes every lane of a webhook.

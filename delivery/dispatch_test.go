@@ -51,3 +51,40 @@ func TestDispatcherPerWebhookLimit(t *testing.T) {
 		t.Errorf("pending %v, want 3 (a3, a4, b1 in flight)", n)
 	}
 }
+
+// TestSentFreesSlotNotLane checks that once a receiver has answered, the
+// webhook's slot goes to its next lane while the lane itself stays busy
+// (its record is not durable yet) until finish: per-subject order holds.
+func TestSentFreesSlotNotLane(t *testing.T) {
+	d := newDispatcher(100, 2) // one attempt per webhook
+	now := time.Now()
+	d.add("w", "a", Item{Seq: 1, Due: now.UnixNano()}, false)
+	d.add("w", "a", Item{Seq: 2, Due: now.UnixNano()}, false)
+	d.add("w", "b", Item{Seq: 3, Due: now.UnixNano()}, false)
+	later := now.Add(time.Second)
+	a, it, _ := d.next(later)
+	if a == nil || it.Seq != 1 {
+		t.Fatalf("first: %v %v", a, it)
+	}
+	if l, _, _ := d.next(later); l != nil {
+		t.Fatalf("%s handed out beyond the limit", l.id.subject)
+	}
+	d.sent(a)
+	l, it, _ := d.next(later)
+	if l == nil || it.Seq != 3 {
+		t.Fatalf("after a's receiver answered: %v %v, want b's seq 3", l, it)
+	}
+	d.sent(l)
+	if l, it, _ := d.next(later); l != nil {
+		t.Fatalf("seq %d of lane %s handed out while seq 1 is being recorded", it.Seq, l.id.subject)
+	}
+	d.finish(a, Done, time.Time{})
+	if l, it, _ := d.next(later); l == nil || it.Seq != 2 {
+		t.Fatalf("after seq 1 was recorded: %v %v, want seq 2", l, it)
+	}
+	d.sent(a) // twice: the second frees nothing
+	d.sent(a)
+	if n := d.inFlight["w"]; n != 0 {
+		t.Errorf("in flight %d after every receiver answered", n)
+	}
+}

@@ -20,16 +20,19 @@ type Store interface {
 	// gone or no longer pending, Retry with a later due time, Release to
 	// leave it as it is (its webhook is paused).
 	Prepare(ctx context.Context, webhookID, subject string, it Item) (*Attempt, Outcome, time.Time)
-	// Record makes the outcome of an attempt durable and returns once it
-	// is (or failed to be): the lane stays busy until then, so the next
-	// event of a subject is attempted only once the store says the one
-	// before it is delivered or given up. Releasing earlier would let a
-	// crash in between send the earlier event again after the later one.
-	// It returns an error wrapping ErrGone when the delivery no longer
-	// exists (its webhook was deleted while the attempt was made); any
-	// other error retries the head after StoreRetryDelay. ctx is not
-	// cancelled by Abort: an attempt that was made is recorded.
-	Record(ctx context.Context, a *Attempt) error
+	// Record makes the outcome of an attempt durable and calls done, once,
+	// when it is (or failed to be), on any goroutine; it may block while
+	// the store's queue is full, which is the workers' back-pressure. The
+	// lane stays busy until done, so the next event of a subject is
+	// attempted only once the store says the one before it is delivered or
+	// given up. Releasing earlier would let a crash in between send the
+	// earlier event again after the later one. The worker does not wait:
+	// it sends the next lane's head while the store writes. done gets an
+	// error wrapping ErrGone when the delivery no longer exists (its
+	// webhook was deleted while the attempt was made); any other error
+	// retries the head after StoreRetryDelay. ctx is not cancelled by
+	// Abort: an attempt that was made is recorded.
+	Record(ctx context.Context, a *Attempt, done func(error))
 }
 
 // ErrGone is what a Store's Record wraps when the delivery it was to
@@ -125,16 +128,18 @@ func (d *Dispatcher) Abort() { d.abort() }
 // the attempts in flight (see Abort) and for a reload in progress, and
 // returns.
 func (d *Dispatcher) Run(ctx context.Context, s Store) {
-	var workers sync.WaitGroup
+	// records counts the attempts handed to s.Record and not yet done.
+	var workers, records sync.WaitGroup
 	for range d.cfg.Workers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			d.work(ctx, s)
+			d.work(ctx, s, &records)
 		}()
 	}
 	workers.Wait()
 	d.reloads.Wait()
+	records.Wait()
 }
 
 // work is one worker: it takes the lane head due first and attempts it
@@ -143,7 +148,7 @@ func (d *Dispatcher) Run(ctx context.Context, s Store) {
 // admin call signals new work, so new events are picked up immediately.
 // A worker that takes a head passes the signal on (see next) while more
 // heads are due, so a batch wakes as many workers as it has lanes.
-func (d *Dispatcher) work(ctx context.Context, s Store) {
+func (d *Dispatcher) work(ctx context.Context, s Store, records *sync.WaitGroup) {
 	stop := ctx.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -165,7 +170,7 @@ func (d *Dispatcher) work(ctx context.Context, s Store) {
 		}
 		l, it, wait := d.next(d.now())
 		if l != nil {
-			d.attempt(s, l, it)
+			d.attempt(s, l, it, records)
 			continue
 		}
 		sleep := time.Hour
@@ -214,11 +219,12 @@ func (d *Dispatcher) reloadIfNeeded(stop <-chan struct{}) {
 	}()
 }
 
-// attempt makes one delivery attempt of a lane's head and records it. The
-// worker itself waits for the record to be durable (there is no recording
-// goroutine in between): the lane is busy until then anyway, and the
-// per-webhook limit counts the attempt as in flight until then.
-func (d *Dispatcher) attempt(s Store, l *lane, it Item) {
+// attempt makes one delivery attempt of a lane's head and hands it to the
+// store to record. Once the receiver has answered, the webhook's in-flight
+// slot is free (the per-webhook limit is about receivers holding workers)
+// and the worker moves on; the lane stays busy until the record is
+// durable. records counts the attempts being recorded.
+func (d *Dispatcher) attempt(s Store, l *lane, it Item, records *sync.WaitGroup) {
 	a, skip, due := s.Prepare(d.abortCtx, l.id.webhookID, l.id.subject, it)
 	if a == nil {
 		d.finish(l, skip, due)
@@ -238,15 +244,23 @@ func (d *Dispatcher) attempt(s Store, l *lane, it Item) {
 	if !res.OK() && a.Number <= len(d.cfg.RetrySchedule) {
 		a.Outcome, a.Next = Retry, now.Add(d.retryDelay(a.Number, res.RetryAfter))
 	}
-	err := s.Record(context.WithoutCancel(d.abortCtx), a)
-	switch {
-	case errors.Is(err, ErrGone):
-		d.finish(l, Done, time.Time{}) // deleted while we were sending
-	case err != nil:
-		d.finish(l, Retry, now.Add(StoreRetryDelay))
-	default:
-		d.finish(l, a.Outcome, a.Next)
-	}
+	d.sent(l)
+	records.Add(1)
+	s.Record(context.WithoutCancel(d.abortCtx), a, func(err error) {
+		defer records.Done()
+		switch {
+		case errors.Is(err, ErrGone):
+			d.finish(l, Done, time.Time{}) // deleted while we were sending
+		case err != nil:
+			d.finish(l, Retry, now.Add(StoreRetryDelay))
+		default:
+			d.finish(l, a.Outcome, a.Next)
+		}
+		// done runs on the store's goroutine, not on a worker that will ask
+		// next anyway: the lane's next head (or this one's retry) needs a
+		// worker woken for it.
+		d.signal()
+	})
 }
 
 // retryDelay is the delay before the retry following attempt n (1-based):

@@ -30,7 +30,7 @@ func (s *barrierStore) Prepare(ctx context.Context, _, _ string, _ Item) (*Attem
 	return nil, Done, time.Time{}
 }
 
-func (s *barrierStore) Record(context.Context, *Attempt) error { return nil }
+func (s *barrierStore) Record(_ context.Context, _ *Attempt, done func(error)) { done(nil) }
 
 // TestBatchWakesAWorkerPerLane checks that the workers, which take due
 // heads themselves, all get to work when one signal announces a batch: a

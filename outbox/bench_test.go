@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventtap/eventtap/internal/testkit"
 	"github.com/eventtap/eventtap/rules"
 )
 
@@ -36,9 +37,10 @@ func BenchmarkCommit(b *testing.B) {
 			o.disp.SetPaused(hook.ID, true) // keep delivery out of the measurement
 			data := []byte(`{"id":"ord_123","status":"OPEN","total":{"amount":1999,"currency":"EUR"},"lines":[{"sku":"A-1","qty":2}]}`)
 			b.ResetTimer()
-			start := time.Now()
+			start, cpu0 := time.Now(), testkit.CPUTime()
 			commitConcurrently(b, o, committers, data, func(i int64) string { return fmt.Sprintf("ord_%d", i) })
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+			reportCPU(b, cpu0)
 			reportMemory(b)
 		})
 	}
@@ -62,18 +64,25 @@ func BenchmarkDelivery(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), testkit.CPUTime()
 	o.disp.SetPaused(hook.ID, false)
 	for rc.n.Load() < int64(b.N) || o.disp.PendingCount() > 0 {
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "attempts/s")
+	reportCPU(b, cpu0)
 	reportMemory(b)
 }
 
 // processMemoryLimit is the GOMEMLIMIT the eventtap binary sets when the
 // environment leaves it unset, so that benchmarks measure what users get.
 const processMemoryLimit = 96 << 20
+
+// reportCPU reports the process's CPU time per operation since cpu0 (the
+// receiver's included): steadier than the rates on a shared machine.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64((testkit.CPUTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+}
 
 // reportMemory reports the process's current RSS and Go heap, so that a
 // benchmark run shows what the store costs (the receiver and the benchmark

@@ -405,6 +405,8 @@ func (c *committer) finish(b *batch, err error, inflight bool) {
 			o.metrics.events.WithLabelValues(e.typ, e.rule).Inc()
 		}
 		if len(b.lanes) > 0 {
+			// Before the dispatcher can hand out their first attempts.
+			o.recent.add(b.recent)
 			o.disp.AddMany(b.lanes)
 		}
 	}
@@ -435,6 +437,7 @@ type batch struct {
 	now        time.Time
 	writes     []write
 	lanes      []laneEntry
+	recent     []recentEvent // for the first attempts (see recentEvents)
 	emits      []emitted
 	buf        []byte
 }
@@ -455,6 +458,8 @@ func (b *batch) recycle() {
 	clear(b.writes)
 	b.writes = b.writes[:0]
 	b.lanes, b.emits = b.lanes[:0], b.emits[:0]
+	clear(b.recent)
+	b.recent = b.recent[:0]
 	for _, r := range b.reqs {
 		r.err = nil
 	}
@@ -619,9 +624,12 @@ func (o *Outbox) writeEvent(b *batch, ev *rules.Event, seq uint64, ch *change, n
 	}
 	b.buf = appendPayload(b.buf[:0], rec.ID, rec.Type, rec.ObservedAt, rec.Subject, rec.Rule, ev.Data, ch)
 	rec.Payload = b.buf
-	if err := b.set(badger.NewEntry(eventKey(seq), rec.marshal(nil))); err != nil {
+	value := rec.marshal(nil)
+	if err := b.set(badger.NewEntry(eventKey(seq), value)); err != nil {
 		return err
 	}
+	// The payload ends the stored value: share it rather than copy it.
+	rec.Payload = value[len(value)-len(b.buf):]
 	if err := b.set(badger.NewEntry(subjectKey(rec.Subject, seq), nil)); err != nil {
 		return err
 	}
@@ -638,6 +646,7 @@ func (o *Outbox) writeEvent(b *batch, ev *rules.Event, seq uint64, ch *change, n
 			}
 			b.lanes = append(b.lanes, laneEntry{WebhookID: wh, Subject: rec.Subject, Item: delivery.Item{Seq: seq, Due: now.UnixNano(), Observed: rec.ObservedAt.UnixNano()}})
 		}
+		b.recent = append(b.recent, recentEvent{seq: seq, ev: rec, waiting: slices.Clone(subs)})
 	}
 	return nil
 }

@@ -28,7 +28,14 @@ func (s store) Prepare(_ context.Context, whID, subject string, it delivery.Item
 	seq := it.Seq
 	st := &attemptState{}
 	ev, rec := &st.ev, &st.rec
-	found, err := o.readPending(seq, whID, subject, it.Due, ev, rec)
+	var found bool
+	var err error
+	if cached, ok := o.recent.take(seq, whID); ok {
+		// Committed moments ago and not attempted since: nothing to read.
+		*ev, *rec, found = cached, deliveryRecord{State: Pending, NextAttemptAt: cached.CommittedAt}, true
+	} else {
+		found, err = o.readPending(seq, whID, subject, it.Due, ev, rec)
+	}
 	if err != nil {
 		o.log.Error("reading a pending delivery failed; retrying later", "webhook", whID, "event_seq", seq, "err", err)
 		return nil, delivery.Retry, o.now().Add(delivery.StoreRetryDelay)
@@ -57,9 +64,9 @@ func (s store) Prepare(_ context.Context, whID, subject string, it delivery.Item
 }
 
 // Record implements delivery.Store: it queues the attempt's records for the
-// group committer and waits until they are durable, then counts the
-// attempt and tracks the webhook's health.
-func (s store) Record(_ context.Context, a *delivery.Attempt) error {
+// group committer; once they are durable, runRecorder counts the attempt,
+// tracks the webhook's health and calls done.
+func (s store) Record(_ context.Context, a *delivery.Attempt, done func(error)) {
 	o := s.o
 	st := a.State.(*attemptState)
 	ev, rec, res, now := &st.ev, st.rec, &a.Result, a.At
@@ -104,23 +111,48 @@ func (s store) Record(_ context.Context, a *delivery.Attempt) error {
 		}
 		return o.writeLog(w, entry)
 	})
-	werr := <-req.done
-	if errors.Is(werr, ErrNotFound) {
-		return fmt.Errorf("%w: %w", delivery.ErrGone, werr) // deleted while we were sending
-	}
-	if werr != nil {
-		o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
-		return werr
-	}
+	o.recording <- recording{req: req, finish: func(werr error) {
+		if errors.Is(werr, ErrNotFound) {
+			done(fmt.Errorf("%w: %w", delivery.ErrGone, werr)) // deleted while we were sending
+			return
+		}
+		if werr != nil {
+			o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
+			done(werr)
+			return
+		}
+		o.observeAttempt(whID, ev, res, rec.State == Failed, now)
+		if rec.State == Failed {
+			o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", entry.Error)
+		} else {
+			o.log.Debug("delivery attempt", "webhook", whID, "event", ev.ID, "attempt", rec.Attempts, "status", res.Status, "ok", res.OK())
+		}
+		o.recordHealth(whID, res.OK(), res.Status == 410, now)
+		done(nil)
+	}}
+}
 
-	o.observeAttempt(whID, ev, res, rec.State == Failed, now)
-	if rec.State == Failed {
-		o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", entry.Error)
-	} else {
-		o.log.Debug("delivery attempt", "webhook", whID, "event", ev.ID, "attempt", rec.Attempts, "status", res.Status, "ok", res.OK())
+// recording is an attempt whose records are queued for the group
+// committer; finish runs once they are durable or failed to be written.
+type recording struct {
+	req    *commitRequest
+	finish func(werr error)
+}
+
+// maxRecording bounds the attempts waiting for their records to be
+// durable; workers wait (in Record) when it is reached.
+const maxRecording = 4096
+
+// runRecorder finishes recorded attempts in the order they were queued,
+// which is the order their batches become durable. It runs apart from the
+// committer because finishing may write (recordHealth disabling a
+// webhook), which must not hold up the batches. It exits when Close has
+// closed o.recording, after the dispatcher has stopped.
+func (o *Outbox) runRecorder() {
+	defer o.recorderWG.Done()
+	for r := range o.recording {
+		r.finish(<-r.req.done)
 	}
-	o.recordHealth(whID, res.OK(), res.Status == 410, now)
-	return nil
 }
 
 // readPending reads the event and delivery record of a lane's head; found

@@ -79,6 +79,9 @@ func (o *Outbox) putWebhookLocked(r *webhookRecord) error {
 	o.rebuildLocked()
 	if old == nil || old.Status != r.Status {
 		o.disp.SetPaused(r.ID, r.Status != Enabled)
+		if r.Status != Enabled {
+			o.recent.forget(r.ID)
+		}
 	}
 	return nil
 }
@@ -338,6 +341,7 @@ func (o *Outbox) DeleteWebhook(ctx context.Context, id string) error {
 		delete(o.hooks, id)
 		o.rebuildLocked()
 		o.disp.RemoveWebhook(id)
+		o.recent.forget(id)
 		o.metrics.forgetWebhook(id)
 		o.whMu.Unlock()
 
