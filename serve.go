@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/eventtap/eventtap/admin"
+	"github.com/eventtap/eventtap/cluster"
 	"github.com/eventtap/eventtap/outbox"
 	"github.com/eventtap/eventtap/proxy"
 	"github.com/eventtap/eventtap/rules"
@@ -160,10 +161,15 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 		px.SetRules(e.Names())
 		ob.SetRules(e.Rules())
 	})
-	adm, err := admin.New(cfg.Admin, logger, reg, ob, eventTypes, map[string]admin.Check{
+	checks := map[string]admin.Check{
 		"store":    ob.Ping,
 		"upstream": px.CheckUpstream,
-	})
+	}
+	node, err := startCluster(cfg.Cluster, ob, logger, reg, checks)
+	if err != nil {
+		return err
+	}
+	adm, err := admin.New(cfg.Admin, logger, reg, ob, eventTypes, checks)
 	if err != nil {
 		return err
 	}
@@ -172,6 +178,10 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 	g.Go(func() error { return px.Run(gctx) })
 	g.Go(func() error { return adm.Run(gctx) })
 	g.Go(func() error { return w.Run(gctx) })
+	if node != nil {
+		defer node.Close()
+		g.Go(func() error { return node.Run(gctx) })
+	}
 	logger.Info("eventtap starting", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
 		"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)
 	err = g.Wait()
@@ -180,4 +190,21 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 	}
 	logger.Info("eventtap stopping: servers closed, flushing the outbox")
 	return err
+}
+
+// startCluster joins the cluster when `cluster` is configured (SPEC §8):
+// the outbox then shares its registry and `changed` state through NATS,
+// and /readyz reports NATS without failing on it. It returns nil on one
+// node.
+func startCluster(cfg cluster.Config, ob *outbox.Outbox, logger *slog.Logger, reg prometheus.Registerer, checks map[string]admin.Check) (*cluster.Node, error) {
+	if !cfg.Enabled() {
+		return nil, nil
+	}
+	node, err := cluster.New(cfg, cluster.Options{Local: ob, StateTTL: ob.StateTTL()}, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State()})
+	checks["nats"] = admin.Advisory(node.Check)
+	return node, nil
 }

@@ -24,6 +24,7 @@ type commitRequest struct {
 	webhookID string
 	err       error // this request's own outcome (set by the committer)
 	done      chan error
+	shared    sharedDecisions // `changed` decided by the cluster (cluster_seam.go)
 }
 
 // maxBatchEvents bounds one group-commit batch so that a burst cannot build
@@ -45,6 +46,7 @@ func (o *Outbox) Commit(ctx context.Context, events []rules.Event) error {
 		return err
 	}
 	req := &commitRequest{events: events, done: make(chan error, 1)}
+	o.decideShared(ctx, req)
 	o.closeMu.RLock()
 	if o.closed {
 		o.closeMu.RUnlock()
@@ -338,6 +340,7 @@ func (c *committer) add(b *batch, r *commitRequest) {
 			b.prevFailed = failures != c.failures
 		}
 		change, emit, err := c.applyState(b, ev, b.now)
+		change, emit = r.shared.override(i, change, emit)
 		if err != nil {
 			b.err = err
 			return

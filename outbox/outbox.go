@@ -98,6 +98,7 @@ type Outbox struct {
 	logSeq atomic.Uint64 // last log sequence
 
 	disp *dispatcher
+	cl   clusterState // cluster mode's seams; zero on one node
 	// space refuses writes while storage.dir is nearly full.
 	space *spaceGuard
 	// snaps is the read snapshot delivery workers share (see snapshots).

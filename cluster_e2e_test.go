@@ -1,0 +1,333 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Cluster mode (issue 12, SPEC §8): several eventtap nodes in front of one
+// order API, sharing a real nats-server run in this process.
+
+// natsServer is an in-process JetStream server that a test can stop and
+// start again on the same port and store, as an outage does.
+type natsServer struct {
+	t    testing.TB
+	opts server.Options
+	srv  *server.Server
+}
+
+func startNATS(t testing.TB) *natsServer {
+	t.Helper()
+	n := &natsServer{t: t, opts: server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}}
+	n.start()
+	// The port the first start picked is kept for the restarts.
+	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *natsServer) start() {
+	n.t.Helper()
+	opts := n.opts
+	s, err := server.NewServer(&opts)
+	if err != nil {
+		n.t.Fatalf("nats-server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		n.t.Fatal("nats-server did not start within 10 s")
+	}
+	n.srv = s
+}
+
+func (n *natsServer) stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		n.srv = nil
+	}
+}
+
+func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
+
+// startClusterNodes runs n sidecars in front of upstream, all joined to ns.
+func startClusterNodes(t *testing.T, ns *natsServer, upstream string, n int) []*sidecar {
+	t.Helper()
+	rulesYAML := readFile(t, "docs/examples/orders.rules.yaml")
+	nodes := make([]*sidecar, n)
+	for i := range nodes {
+		nodes[i] = startSidecar(t, upstream, rulesYAML, fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: n%d}\n", ns.url(), i+1))
+	}
+	for _, sc := range nodes {
+		waitNATS(t, sc, "ok")
+	}
+	return nodes
+}
+
+// readyz returns /readyz's status code and the nats check's status.
+func readyz(t testing.TB, sc *sidecar) (int, string) {
+	t.Helper()
+	resp, err := http.Get(sc.adminURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Checks map[string]struct{ Status string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body.Checks["nats"].Status
+}
+
+// waitNATS waits until the node's /readyz says NATS is want ("ok" or
+// "warn"), and checks that /readyz answers 200 either way.
+func waitNATS(t testing.TB, sc *sidecar, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, got := readyz(t, sc)
+		if code != http.StatusOK {
+			t.Fatalf("/readyz answered %d; it must stay ready whatever NATS does", code)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz's nats check is %q after 15 s, want %q", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// registerAt creates a webhook for typ at rc's path on node sc and gives
+// the receiver its secret.
+func (rc *hookReceiver) registerAt(t testing.TB, sc *sidecar, typ, path string) string {
+	t.Helper()
+	var hook struct{ ID, Secret string }
+	gql(t, sc.adminURL, `mutation($url: String!, $type: WebhookType!) { webhookCreate(input: {url: $url, type: $type, status: ENABLED}) { id secret } }`,
+		map[string]any{"url": rc.srv.URL + path, "type": typ}).into(t, "webhookCreate", &hook)
+	rc.mu.Lock()
+	rc.secrets[path] = hook.Secret
+	rc.mu.Unlock()
+	return hook.ID
+}
+
+func (rc *hookReceiver) at(path string) []delivery {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []delivery
+	for _, d := range rc.got {
+		if d.path == path {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestClusterSharedRegistryAndChanged: a webhook created on node 1 is used
+// by nodes 2 and 3 within 1 s; 30 orders whose create and two updates each
+// go through a different node give exactly created, OPEN->PAID and
+// PAID->SHIPPED; a webhook disabled on one node receives nothing from the
+// others.
+func TestClusterSharedRegistryAndChanged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three sidecars and a NATS server; skipped with -short")
+	}
+	ns := startNATS(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	nodes := startClusterNodes(t, ns, api.URL, 3)
+	rc := newHookReceiver(t)
+
+	created := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
+	start := time.Now()
+	for _, sc := range nodes[1:] {
+		waitUntil(t, time.Second-time.Since(start), "the webhook created on node 1 seen by "+sc.adminURL, func() bool {
+			r := gql(t, sc.adminURL, `query($id: ID!) { webhook(id: $id) { id } }`, map[string]any{"id": created})
+			return len(r.Errors) == 0 && strings.Contains(string(r.Data["webhook"]), created)
+		})
+	}
+	t.Logf("webhook created on node 1 visible on nodes 2 and 3 after %s", time.Since(start))
+	rc.registerAt(t, nodes[1], "ORDER_STATUS_CHANGED", "/changed")
+	// A second ORDER_CREATED webhook, disabled on node 1 at once.
+	paused := rc.registerAt(t, nodes[2], "ORDER_CREATED", "/paused")
+	r := gql(t, nodes[0].adminURL, `mutation($id: ID!) { webhookUpdate(input: {id: $id, status: DISABLED}) { status } }`, map[string]any{"id": paused})
+	if len(r.Errors) > 0 {
+		t.Fatalf("webhookUpdate: %+v", r.Errors)
+	}
+	waitUntil(t, time.Second, "both status changes seen everywhere", func() bool {
+		for _, sc := range nodes {
+			var hooks struct {
+				Edges []struct{ Node struct{ ID, Status string } }
+			}
+			gql(t, sc.adminURL, `{ webhooks(first: 10) { edges { node { id status } } } }`, nil).into(t, "webhooks", &hooks)
+			n := 0
+			for _, e := range hooks.Edges {
+				h := e.Node
+				if h.ID != paused || h.Status == "DISABLED" {
+					n++
+				}
+			}
+			if n != 3 {
+				return false
+			}
+		}
+		return true
+	})
+
+	const orders = 30
+	var wg sync.WaitGroup
+	errs := make(chan error, orders)
+	sem := make(chan struct{}, 8)
+	for i := range orders {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			code, body := do(t, http.MethodPost, nodes[i%3].proxyURL+"/orders", `{"customer":"c`+strconv.Itoa(i)+`"}`)
+			var o struct{ ID int }
+			if code != http.StatusCreated || json.Unmarshal(body, &o) != nil {
+				errs <- fmt.Errorf("POST /orders through node %d: %d %s", i%3+1, code, body)
+				return
+			}
+			for k, status := range []string{"PAID", "SHIPPED"} {
+				n := nodes[(i+1+k)%3]
+				if code, body := do(t, http.MethodPatch, n.proxyURL+"/orders/"+strconv.Itoa(o.ID), `{"status":"`+status+`"}`); code != http.StatusOK {
+					errs <- fmt.Errorf("PATCH %s: %d %s", status, code, body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitUntil(t, 15*time.Second, "every event delivered", func() bool {
+		return len(rc.at("/created")) >= orders && len(rc.at("/changed")) >= 2*orders
+	})
+	time.Sleep(300 * time.Millisecond) // room for a wrong extra event to arrive
+	perOrder := map[string][]string{}
+	ids := map[string]bool{}
+	for _, d := range rc.at("/changed") {
+		if ids[d.payload.ID] {
+			continue // a redelivery; receivers deduplicate on webhook-id
+		}
+		ids[d.payload.ID] = true
+		ch := d.payload.Change
+		if ch == nil {
+			t.Fatalf("ORDER_STATUS_CHANGED without change: %s", d.body)
+		}
+		perOrder[d.payload.Subject] = append(perOrder[d.payload.Subject], fmt.Sprintf("%v->%v", ch.Previous, ch.Current))
+	}
+	if len(perOrder) != orders {
+		t.Errorf("status changes for %d orders, want %d", len(perOrder), orders)
+	}
+	for subject, got := range perOrder {
+		// Each node delivers the events it committed, so the two changes
+		// of one order may arrive in either order until delivery moves to
+		// the cluster's stream (docs/cluster.md §4).
+		if len(got) != 2 || !(got[0] == "OPEN->PAID" && got[1] == "PAID->SHIPPED" || got[1] == "OPEN->PAID" && got[0] == "PAID->SHIPPED") {
+			t.Errorf("order %s: status changes %v, want exactly OPEN->PAID and PAID->SHIPPED", subject, got)
+		}
+	}
+	if n := len(distinct(rc.at("/created"))); n != orders {
+		t.Errorf("ORDER_CREATED delivered %d times, want %d", n, orders)
+	}
+	if got := rc.at("/paused"); len(got) != 0 {
+		t.Errorf("the webhook disabled on node 1 received %d deliveries from the other nodes", len(got))
+	}
+	if len(rc.bad) > 0 {
+		t.Errorf("rejected deliveries: %v", rc.bad)
+	}
+}
+
+// TestClusterNATSDown: with NATS stopped, the proxies keep serving and
+// acknowledging, /readyz stays 200 and says NATS is unreachable,
+// eventtap_cluster_connected is 0 and webhook changes fail with
+// UNAVAILABLE; once NATS is back, changes work again.
+func TestClusterNATSDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two sidecars and a NATS server; skipped with -short")
+	}
+	ns := startNATS(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	nodes := startClusterNodes(t, ns, api.URL, 2)
+	rc := newHookReceiver(t)
+	rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
+	for _, sc := range nodes {
+		if v := scrape(t, sc.adminURL)["eventtap_cluster_connected"]; v != 1 {
+			t.Fatalf("eventtap_cluster_connected = %v with NATS up", v)
+		}
+	}
+	waitUntil(t, time.Second, "the webhook on node 2", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, nodes[1].adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 1
+	})
+
+	ns.stop()
+	for _, sc := range nodes {
+		waitNATS(t, sc, "warn")
+		waitUntil(t, 10*time.Second, "eventtap_cluster_connected 0", func() bool {
+			return scrape(t, sc.adminURL)["eventtap_cluster_connected"] == 0
+		})
+	}
+	for i := range 10 {
+		sc := nodes[i%2]
+		start := time.Now()
+		if code, body := do(t, http.MethodPost, sc.proxyURL+"/orders", `{"customer":"x"}`); code != http.StatusCreated {
+			t.Fatalf("POST /orders with NATS down: %d %s", code, body)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("POST /orders with NATS down took %s", d)
+		}
+	}
+	r := gql(t, nodes[1].adminURL, `mutation($url: String!) { webhookCreate(input: {url: $url, type: ORDER_CREATED}) { id } }`,
+		map[string]any{"url": rc.srv.URL + "/other"})
+	if r.code() != "UNAVAILABLE" {
+		t.Errorf("webhookCreate with NATS down: code %q, errors %+v; want UNAVAILABLE", r.code(), r.Errors)
+	}
+	// Reads answer from the node's last known state.
+	var hooks struct{ TotalCount int }
+	gql(t, nodes[1].adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+	if hooks.TotalCount != 1 {
+		t.Errorf("webhooks on node 2 with NATS down: %d, want 1", hooks.TotalCount)
+	}
+
+	ns.start()
+	for _, sc := range nodes {
+		waitNATS(t, sc, "ok")
+	}
+	rc.registerAt(t, nodes[1], "ORDER_CREATED", "/after")
+	waitUntil(t, 2*time.Second, "the webhook created after the outage on node 1", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, nodes[0].adminURL, `{ webhooks(first: 5) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 2
+	})
+	waitUntil(t, 15*time.Second, "the orders of the outage delivered", func() bool { return len(distinct(rc.at("/created"))) >= 10 })
+}
