@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -12,61 +11,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/eventtap/eventtap/internal/natstest"
+	"github.com/eventtap/eventtap/internal/testkit"
 )
 
 // Cluster mode (issue 12, SPEC §8): several eventtap nodes in front of one
 // order API, sharing a real nats-server run in this process.
 
-// natsServer is an in-process JetStream server that a test can stop and
-// start again on the same port and store, as an outage does.
-type natsServer struct {
-	t    testing.TB
-	opts server.Options
-	srv  *server.Server
-}
-
-func startNATS(t testing.TB) *natsServer {
-	t.Helper()
-	n := &natsServer{t: t, opts: server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}}
-	n.start()
-	// The port the first start picked is kept for the restarts.
-	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *natsServer) start() {
-	n.t.Helper()
-	opts := n.opts
-	s, err := server.NewServer(&opts)
-	if err != nil {
-		n.t.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		n.t.Fatal("nats-server did not start within 10 s")
-	}
-	n.srv = s
-}
-
-func (n *natsServer) stop() {
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
-		n.srv = nil
-	}
-}
-
-func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
-
 // startClusterNodes runs n sidecars in front of upstream, all joined to ns.
-func startClusterNodes(t *testing.T, ns *natsServer, upstream string, n int) []*sidecar {
+func startClusterNodes(t *testing.T, ns *natstest.Server, upstream string, n int) []*sidecar {
 	t.Helper()
 	rulesYAML := readFile(t, "docs/examples/orders.rules.yaml")
 	nodes := make([]*sidecar, n)
 	for i := range nodes {
-		nodes[i] = startSidecar(t, upstream, rulesYAML, fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: n%d}\n", ns.url(), i+1))
+		nodes[i] = startSidecar(t, upstream, rulesYAML, fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: n%d}\n", ns.URL(), i+1))
 	}
 	for _, sc := range nodes {
 		waitNATS(t, sc, "ok")
@@ -136,17 +94,6 @@ func (rc *hookReceiver) at(path string) []delivery {
 	return out
 }
 
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestClusterSharedRegistryAndChanged: a webhook created on node 1 is used
 // by nodes 2 and 3 within 1 s; 30 orders whose create and two updates each
 // go through a different node give exactly created, OPEN->PAID and
@@ -156,7 +103,7 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three sidecars and a NATS server; skipped with -short")
 	}
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	api := httptest.NewServer(newOrderAPI().handler())
 	defer api.Close()
 	nodes := startClusterNodes(t, ns, api.URL, 3)
@@ -165,7 +112,7 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	created := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
 	start := time.Now()
 	for _, sc := range nodes[1:] {
-		waitUntil(t, time.Second-time.Since(start), "the webhook created on node 1 seen by "+sc.adminURL, func() bool {
+		testkit.Eventually(t, time.Second-time.Since(start), "the webhook created on node 1 seen by "+sc.adminURL, func() bool {
 			r := gql(t, sc.adminURL, `query($id: ID!) { webhook(id: $id) { id } }`, map[string]any{"id": created})
 			return len(r.Errors) == 0 && strings.Contains(string(r.Data["webhook"]), created)
 		})
@@ -178,7 +125,7 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	if len(r.Errors) > 0 {
 		t.Fatalf("webhookUpdate: %+v", r.Errors)
 	}
-	waitUntil(t, time.Second, "both status changes seen everywhere", func() bool {
+	testkit.Eventually(t, time.Second, "both status changes seen everywhere", func() bool {
 		for _, sc := range nodes {
 			var hooks struct {
 				Edges []struct{ Node struct{ ID, Status string } }
@@ -226,7 +173,7 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	waitUntil(t, 15*time.Second, "every event delivered", func() bool {
+	testkit.Eventually(t, 15*time.Second, "every event delivered", func() bool {
 		return len(rc.at("/created")) >= orders && len(rc.at("/changed")) >= 2*orders
 	})
 	time.Sleep(300 * time.Millisecond) // room for a wrong extra event to arrive
@@ -267,13 +214,14 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 
 // TestClusterNATSDown: with NATS stopped, the proxies keep serving and
 // acknowledging, /readyz stays 200 and says NATS is unreachable,
-// eventtap_cluster_connected is 0 and webhook changes fail with
-// UNAVAILABLE; once NATS is back, changes work again.
+// eventtap_cluster_connected is 0, the events wait in each node's outbox
+// (eventtap_cluster_relay_pending) and webhook changes fail with
+// UNAVAILABLE; once NATS is back, changes work again and the relays drain.
 func TestClusterNATSDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two sidecars and a NATS server; skipped with -short")
 	}
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	api := httptest.NewServer(newOrderAPI().handler())
 	defer api.Close()
 	nodes := startClusterNodes(t, ns, api.URL, 2)
@@ -284,16 +232,16 @@ func TestClusterNATSDown(t *testing.T) {
 			t.Fatalf("eventtap_cluster_connected = %v with NATS up", v)
 		}
 	}
-	waitUntil(t, time.Second, "the webhook on node 2", func() bool {
+	testkit.Eventually(t, time.Second, "the webhook on node 2", func() bool {
 		var hooks struct{ TotalCount int }
 		gql(t, nodes[1].adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
 		return hooks.TotalCount == 1
 	})
 
-	ns.stop()
+	ns.Stop()
 	for _, sc := range nodes {
 		waitNATS(t, sc, "warn")
-		waitUntil(t, 10*time.Second, "eventtap_cluster_connected 0", func() bool {
+		testkit.Eventually(t, 10*time.Second, "eventtap_cluster_connected 0", func() bool {
 			return scrape(t, sc.adminURL)["eventtap_cluster_connected"] == 0
 		})
 	}
@@ -305,6 +253,11 @@ func TestClusterNATSDown(t *testing.T) {
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("POST /orders with NATS down took %s", d)
+		}
+	}
+	for _, sc := range nodes {
+		if v := scrape(t, sc.adminURL)["eventtap_cluster_relay_pending"]; v != 5 {
+			t.Errorf("eventtap_cluster_relay_pending = %v on %s after 5 orders with NATS down, want 5", v, sc.adminURL)
 		}
 	}
 	r := gql(t, nodes[1].adminURL, `mutation($url: String!) { webhookCreate(input: {url: $url, type: ORDER_CREATED}) { id } }`,
@@ -319,15 +272,20 @@ func TestClusterNATSDown(t *testing.T) {
 		t.Errorf("webhooks on node 2 with NATS down: %d, want 1", hooks.TotalCount)
 	}
 
-	ns.start()
+	ns.Restart()
 	for _, sc := range nodes {
 		waitNATS(t, sc, "ok")
 	}
 	rc.registerAt(t, nodes[1], "ORDER_CREATED", "/after")
-	waitUntil(t, 2*time.Second, "the webhook created after the outage on node 1", func() bool {
+	testkit.Eventually(t, 2*time.Second, "the webhook created after the outage on node 1", func() bool {
 		var hooks struct{ TotalCount int }
 		gql(t, nodes[0].adminURL, `{ webhooks(first: 5) { totalCount } }`, nil).into(t, "webhooks", &hooks)
 		return hooks.TotalCount == 2
 	})
-	waitUntil(t, 15*time.Second, "the orders of the outage delivered", func() bool { return len(distinct(rc.at("/created"))) >= 10 })
+	testkit.Eventually(t, 15*time.Second, "the orders of the outage delivered", func() bool { return len(distinct(rc.at("/created"))) >= 10 })
+	for _, sc := range nodes {
+		testkit.Eventually(t, 10*time.Second, "the relay drained on "+sc.adminURL, func() bool {
+			return scrape(t, sc.adminURL)["eventtap_cluster_relay_pending"] == 0
+		})
+	}
 }

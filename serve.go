@@ -165,7 +165,7 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 		"store":    ob.Ping,
 		"upstream": px.CheckUpstream,
 	}
-	node, err := startCluster(cfg.Cluster, ob, logger, reg, checks)
+	node, err := startCluster(cfg, ob, logger, reg, checks)
 	if err != nil {
 		return err
 	}
@@ -196,11 +196,12 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 // the outbox then shares its registry and `changed` state through NATS,
 // and /readyz reports NATS without failing on it. It returns nil on one
 // node.
-func startCluster(cfg cluster.Config, ob *outbox.Outbox, logger *slog.Logger, reg prometheus.Registerer, checks map[string]admin.Check) (*cluster.Node, error) {
+func startCluster(full config, ob *outbox.Outbox, logger *slog.Logger, reg prometheus.Registerer, checks map[string]admin.Check) (*cluster.Node, error) {
+	cfg := full.Cluster
 	if !cfg.Enabled() {
 		return nil, nil
 	}
-	node, err := cluster.New(cfg, cluster.Options{Local: ob, StateTTL: ob.StateTTL()}, logger, reg)
+	node, err := cluster.New(cfg, cluster.Options{Local: ob, StateTTL: ob.StateTTL(), Retention: full.Storage.Retention}, logger, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -39,15 +39,17 @@ type Node struct {
 	opts Options
 
 	// buckets is nil until JetStream answered and the buckets exist.
-	buckets atomic.Pointer[buckets]
-	healthy atomic.Bool
+	buckets      atomic.Pointer[buckets]
+	streamsReady atomic.Bool
+	healthy      atomic.Bool
 	// outages counts the times NATS went away, so that Run notices even
 	// an outage shorter than its probe interval.
 	outages atomic.Uint64
 	// wake makes Run probe at once, on a reconnection.
 	wake chan struct{}
 
-	connected prometheus.Gauge
+	connected    prometheus.Gauge
+	relayPending prometheus.Gauge
 }
 
 type buckets struct {
@@ -57,11 +59,15 @@ type buckets struct {
 
 // Options are what the node needs from the rest of the process.
 type Options struct {
-	// Local is this node's store, which the registry watcher keeps in step.
+	// Local is this node's store: the registry watcher keeps it in step,
+	// and the relay sends what it commits.
 	Local Local
 	// StateTTL is how long a `changed` value is kept after it was last
 	// changed (the outbox's own TTL for the same values).
 	StateTTL time.Duration
+	// Retention is how long the events stream keeps an event
+	// (storage.retention).
+	Retention time.Duration
 }
 
 // New connects to NATS in the background (a node starts, and proxies,
@@ -91,9 +97,15 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		Name: "eventtap_cluster_connected",
 		Help: "1 while this node reaches NATS JetStream, else 0 (cluster mode only).",
 	})
+	n.relayPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eventtap_cluster_relay_pending",
+		Help: "Events committed on this node and not yet in JetStream (cluster mode only).",
+	})
 	if reg != nil {
-		if err := reg.Register(n.connected); err != nil {
-			return nil, fmt.Errorf("cluster: metrics: %w", err)
+		for _, c := range []prometheus.Collector{n.connected, n.relayPending} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("cluster: metrics: %w", err)
+			}
 		}
 	}
 	nopts := []nats.Option{
@@ -150,6 +162,12 @@ func (n *Node) Name() string { return n.cfg.Node }
 func (n *Node) Run(ctx context.Context) error {
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		n.runRelay(ctx)
+	}()
+	defer func() { <-relayDone }()
 	var watching context.CancelFunc
 	watchDone := make(chan struct{})
 	close(watchDone)
@@ -174,6 +192,13 @@ func (n *Node) Run(ctx context.Context) error {
 		if ok && n.buckets.Load() == nil {
 			if err := n.ensureBuckets(ctx); err != nil {
 				n.log.Warn("creating the cluster's JetStream buckets failed; retrying", "err", err)
+			}
+		}
+		if ok && !n.streamsReady.Load() {
+			if err := n.ensureStreams(ctx); err != nil {
+				n.log.Warn("creating the cluster's JetStream streams failed; retrying", "err", err)
+			} else {
+				n.streamsReady.Store(true)
 			}
 		}
 		select {
@@ -267,7 +292,7 @@ func (n *Node) ensureBuckets(ctx context.Context) error {
 // ErrNATSUnreachable.
 func (n *Node) Check(context.Context) error {
 	if !n.healthy.Load() || n.buckets.Load() == nil {
-		return fmt.Errorf("%w (the proxy serves; `changed` is decided on this node alone and webhook changes are refused until it is back)", ErrNATSUnreachable)
+		return fmt.Errorf("%w (the proxy serves; events wait in this node's outbox, `changed` is decided on this node alone and webhook changes are refused until it is back)", ErrNATSUnreachable)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ type Local interface {
 	ApplyWebhook(ctx context.Context, id string, value []byte, rev uint64) error
 	ForgetWebhook(ctx context.Context, id string, rev uint64) error
 	SyncRegistry(ctx context.Context, inRegistry map[string]bool, upload func(id string, value []byte) error) error
+	Relayer
 }
 
 // Registry returns the shared webhook registry, for outbox.Cluster.

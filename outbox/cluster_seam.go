@@ -128,13 +128,28 @@ func (o *Outbox) shareDeleteLocked(id string) error {
 	return nil
 }
 
-// useShared is use for webhook mutations: a mutation that lost a race
-// with another node's is tried again from the value that won (the cache
-// holds it by then), so concurrent updates never overwrite each other.
-func (o *Outbox) useShared(ctx context.Context, fn func() error) error {
+// useShared is use for mutations of webhook id: a mutation that lost a
+// race with another node's is tried again from the value that won (the
+// cache holds it by then), so concurrent updates never overwrite each
+// other; and a webhook created on another node a moment ago, which the
+// watcher has not brought here yet, is fetched from the registry.
+func (o *Outbox) useShared(ctx context.Context, id string, fn func() error) error {
 	var err error
 	for range 5 {
-		if err = o.use(ctx, fn); !errors.Is(err, ErrConflict) {
+		err = o.use(ctx, fn)
+		c := o.cl.hooks.Load()
+		switch {
+		case c == nil || c.Registry == nil:
+			return err
+		case errors.Is(err, ErrNotFound):
+			v, rev, gerr := c.Registry.Get(ctx, id)
+			if gerr != nil {
+				return err
+			}
+			if aerr := o.ApplyWebhook(ctx, id, v, rev); aerr != nil {
+				return err
+			}
+		case !errors.Is(err, ErrConflict):
 			return err
 		}
 	}

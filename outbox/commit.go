@@ -25,6 +25,7 @@ type commitRequest struct {
 	err       error // this request's own outcome (set by the committer)
 	done      chan error
 	shared    sharedDecisions // `changed` decided by the cluster (cluster_seam.go)
+	seq       uint64          // the last event sequence of the request, for the relay (cluster_relay.go)
 }
 
 // maxBatchEvents bounds one group-commit batch so that a burst cannot build
@@ -61,6 +62,9 @@ func (o *Outbox) Commit(ctx context.Context, events []rules.Event) error {
 	o.closeMu.RUnlock()
 	select {
 	case err := <-req.done:
+		if err == nil {
+			o.waitRelayed(ctx, req.seq)
+		}
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -354,6 +358,7 @@ func (c *committer) add(b *batch, r *commitRequest) {
 			return
 		}
 	}
+	r.seq = c.seq
 }
 
 // write hands b's entries to Badger; finish runs when they are durable.

@@ -97,8 +97,9 @@ type Outbox struct {
 	seq    uint64        // last event sequence; owned by the committer
 	logSeq atomic.Uint64 // last log sequence
 
-	disp *dispatcher
-	cl   clusterState // cluster mode's seams; zero on one node
+	disp  *dispatcher
+	cl    clusterState // cluster mode's seams; zero on one node
+	relay relayState   // cluster mode's relay (cluster_relay.go)
 	// space refuses writes while storage.dir is nearly full.
 	space *spaceGuard
 	// snaps is the read snapshot delivery workers share (see snapshots).

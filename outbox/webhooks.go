@@ -263,7 +263,7 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, in WebhookUpdate) (Webhook, 
 	if err := errors.Join(errs...); err != nil {
 		return out, err
 	}
-	err := o.useShared(ctx, func() error {
+	err := o.useShared(ctx, in.ID, func() error {
 		o.whMu.Lock()
 		defer o.whMu.Unlock()
 		h := o.hooks[in.ID]
@@ -305,7 +305,7 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, in WebhookUpdate) (Webhook, 
 // rotations until their own 24 hours are over.
 func (o *Outbox) RotateSecret(ctx context.Context, id string) (Webhook, error) {
 	var out Webhook
-	err := o.useShared(ctx, func() error {
+	err := o.useShared(ctx, id, func() error {
 		o.whMu.Lock()
 		defer o.whMu.Unlock()
 		h := o.hooks[id]

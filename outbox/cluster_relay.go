@@ -1,0 +1,195 @@
+package outbox
+
+// The relay's side of the outbox (cluster mode, docs/cluster.md §5): every
+// committed event also goes to the cluster's stream. The events themselves
+// are the relay queue: a cursor (m/relay) says up to which sequence they
+// have been acknowledged by the stream, so committing needs no extra write.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// keyMetaRelay holds the sequence up to which events were relayed.
+var keyMetaRelay = []byte("m/relay")
+
+// RelayEvent is a committed event on its way to the cluster's stream.
+type RelayEvent struct {
+	Seq     uint64
+	ID      string
+	Subject string
+	// Record is the event as the outbox stores it; DecodeRelayed reads it.
+	Record []byte
+}
+
+// relayState is the outbox's side of the relay; its zero value is a
+// single node (Commit never waits).
+type relayState struct {
+	mu      sync.Mutex
+	on      bool          // a relay runs: Commit waits for it
+	down    bool          // the last publish failed: Commit does not wait
+	relayed uint64        // cursor
+	changed chan struct{} // closed and replaced when relayed or down changes
+	wake    chan struct{} // pokes the relay
+}
+
+// StartRelay turns the relay on and returns the sequence it must resume
+// after. From then on Commit releases an exchange only once its events are
+// relayed (or the relay is failing, or the budget of Cluster.StateTimeout
+// ran out), so that order across nodes is response order.
+func (o *Outbox) StartRelay(ctx context.Context) (uint64, error) {
+	var after uint64
+	err := o.use(ctx, func() error {
+		return o.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(keyMetaRelay)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return item.Value(func(v []byte) error {
+				if len(v) == 8 {
+					after = binary.BigEndian.Uint64(v)
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("outbox: reading the relay position: %w", err)
+	}
+	r := &o.relay
+	r.mu.Lock()
+	r.on, r.relayed = true, after
+	r.changed = make(chan struct{})
+	r.wake = make(chan struct{}, 1)
+	r.mu.Unlock()
+	return after, nil
+}
+
+// RelayWake is signaled when an exchange waits for the relay.
+func (o *Outbox) RelayWake() <-chan struct{} {
+	o.relay.mu.Lock()
+	defer o.relay.mu.Unlock()
+	return o.relay.wake
+}
+
+// RelayBatch returns up to limit committed events after sequence after, in
+// sequence order, and the highest sequence committed so far.
+func (o *Outbox) RelayBatch(ctx context.Context, after uint64, limit int) ([]RelayEvent, uint64, error) {
+	var out []RelayEvent
+	var last uint64
+	err := o.use(ctx, func() error {
+		return o.db.View(func(txn *badger.Txn) error {
+			if item, err := txn.Get(keyMetaSeq); err == nil {
+				_ = item.Value(func(v []byte) error {
+					if len(v) == 8 {
+						last = binary.BigEndian.Uint64(v)
+					}
+					return nil
+				})
+			}
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: prefixEvent})
+			defer it.Close()
+			for it.Seek(eventKey(after + 1)); it.ValidForPrefix(prefixEvent) && len(out) < limit; it.Next() {
+				k := it.Item().Key()
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				var rec eventRecord
+				if err := rec.unmarshal(v); err != nil {
+					return fmt.Errorf("event %x: %w", k, err)
+				}
+				out = append(out, RelayEvent{Seq: binary.BigEndian.Uint64(k[len(prefixEvent):]), ID: rec.ID, Subject: rec.Subject, Record: v})
+			}
+			return nil
+		})
+	})
+	if n := len(out); n > 0 {
+		last = max(last, out[n-1].Seq)
+	}
+	return out, last, err
+}
+
+// Relayed records the relay's progress: upTo is the last sequence the
+// stream acknowledged (every one before it too), err the failure that
+// stopped it, if any. The position is written without a sync: after a
+// crash the relay sends a few events again, which the stream drops by id.
+func (o *Outbox) Relayed(ctx context.Context, upTo uint64, err error) error {
+	r := &o.relay
+	r.mu.Lock()
+	moved := upTo > r.relayed
+	if moved {
+		r.relayed = upTo
+	}
+	down := err != nil
+	if moved || down != r.down {
+		r.down = down
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+	r.mu.Unlock()
+	if !moved {
+		return nil
+	}
+	return o.use(ctx, func() error {
+		return o.db.Update(func(txn *badger.Txn) error {
+			return txn.Set(keyMetaRelay, binary.BigEndian.AppendUint64(nil, upTo))
+		})
+	})
+}
+
+// waitRelayed holds an acknowledged exchange whose last event is seq
+// until the relay has sent it, within the cluster's budget. It never fails
+// the exchange: its events are durable here, and relayed later.
+func (o *Outbox) waitRelayed(ctx context.Context, seq uint64) {
+	r := &o.relay
+	r.mu.Lock()
+	on := r.on
+	r.mu.Unlock()
+	if !on || seq == 0 {
+		return
+	}
+	budget := time.Second
+	if c := o.cl.hooks.Load(); c != nil {
+		budget = c.StateTimeout
+	}
+	timer := time.NewTimer(budget)
+	defer timer.Stop()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	for {
+		r.mu.Lock()
+		done, down, changed := r.relayed >= seq, r.down, r.changed
+		r.mu.Unlock()
+		if done || down {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// DecodeRelayed returns the event a RelayEvent's Record holds.
+func DecodeRelayed(record []byte) (Event, error) {
+	var rec eventRecord
+	if err := rec.unmarshal(record); err != nil {
+		return Event{}, err
+	}
+	return Event{ID: rec.ID, Type: rec.Type, Subject: rec.Subject, Rule: rec.Rule, CreatedAt: rec.ObservedAt, Payload: rec.Payload}, nil
+}
