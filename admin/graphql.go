@@ -265,6 +265,10 @@ func (s *Server) execute(ctx context.Context, req gqlRequest, allowMutation bool
 		}
 	}
 
+	if cost := resultCost(&s.schema, doc, req.OperationName, req.Variables); cost > maxResultCost {
+		return costError(cost)
+	}
+
 	opType := operationType(doc, req.OperationName)
 	if opType == ast.OperationTypeMutation && !allowMutation {
 		return requestError(http.StatusMethodNotAllowed, codeBadUserInput, "mutations must be sent with POST")

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/eventtap/eventtap/delivery"
 )
 
 // TestWebhook sends a signed test event to the webhook now, whatever its
@@ -26,22 +28,22 @@ func (o *Outbox) TestWebhook(ctx context.Context, id string) (Log, error) {
 	payload := appendPayload(nil, evID, hook.Type, now, "test", "webhook-test", []byte(`{"test":true}`), nil)
 	// The send is not under dbMu: it may take up to delivery.timeout and
 	// must not hold up Close.
-	res := o.sender.send(ctx, &hook.Webhook, evID, payload, now)
+	res := o.sender.Send(ctx, hook.target(), evID, payload, now)
 	entry := &Log{
 		WebhookID:      id,
 		EventID:        evID,
 		Type:           hook.Type,
 		URL:            hook.URL,
 		CreatedAt:      o.now().UTC(),
-		ResponseStatus: res.status,
+		ResponseStatus: res.Status,
 		Request:        string(payload),
 		Attempt:        1,
-		Duration:       res.duration,
-		ResponseBody:   res.body,
-		Succeeded:      res.ok(),
+		Duration:       res.Duration,
+		ResponseBody:   res.Body,
+		Succeeded:      res.OK(),
 	}
-	if res.err != nil {
-		entry.Error = res.err.Error()
+	if res.Err != nil {
+		entry.Error = res.Err.Error()
 	}
 	err := o.use(context.WithoutCancel(ctx), func() error {
 		w, err := o.newTxnWriter()
@@ -138,7 +140,7 @@ func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRec
 	if err := w.set(badger.NewEntry(laneKey(webhookID, ev.Subject, seq), lv.marshal())); err != nil {
 		return err
 	}
-	*lanes = append(*lanes, laneEntry{webhookID, ev.Subject, pendingItem{seq: seq, due: now.UnixNano(), observed: ev.ObservedAt.UnixNano()}})
+	*lanes = append(*lanes, laneEntry{WebhookID: webhookID, Subject: ev.Subject, Item: delivery.Item{Seq: seq, Due: now.UnixNano(), Observed: ev.ObservedAt.UnixNano()}})
 	return nil
 }
 
@@ -244,7 +246,7 @@ func (o *Outbox) commitRequeued(w *txnWriter, scanErr error, lanes []laneEntry, 
 		}
 		return fmt.Errorf("outbox: queueing %s: %w", what, err)
 	}
-	o.disp.addMany(lanes)
+	o.disp.AddMany(lanes)
 	return nil
 }
 
@@ -254,7 +256,7 @@ func (o *Outbox) dispatchStored(lanes []laneEntry) {
 	stored := make([]laneEntry, 0, len(lanes))
 	err := o.db.View(func(txn *badger.Txn) error {
 		for _, l := range lanes {
-			_, err := txn.Get(laneKey(l.webhookID, l.subject, l.item.seq))
+			_, err := txn.Get(laneKey(l.WebhookID, l.Subject, l.Item.Seq))
 			switch {
 			case err == nil:
 				stored = append(stored, l)
@@ -267,5 +269,5 @@ func (o *Outbox) dispatchStored(lanes []laneEntry) {
 	if err != nil {
 		o.log.Error("reading back a partly written requeue failed; its deliveries go out after the next restart", "err", err)
 	}
-	o.disp.addMany(stored)
+	o.disp.AddMany(stored)
 }

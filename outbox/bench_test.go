@@ -33,7 +33,7 @@ func BenchmarkCommit(b *testing.B) {
 			enabled := Enabled
 			_, _ = o.UpdateWebhook(context.Background(), WebhookUpdate{ID: hook.ID, Status: &disabled})
 			_, _ = o.UpdateWebhook(context.Background(), WebhookUpdate{ID: hook.ID, Status: &enabled})
-			o.disp.setPaused(hook.ID, true) // keep delivery out of the measurement
+			o.disp.SetPaused(hook.ID, true) // keep delivery out of the measurement
 			data := []byte(`{"id":"ord_123","status":"OPEN","total":{"amount":1999,"currency":"EUR"},"lines":[{"sku":"A-1","qty":2}]}`)
 			var next atomic.Int64
 			b.ResetTimer()
@@ -72,7 +72,7 @@ func BenchmarkDelivery(b *testing.B) {
 	o := openTest(b, func(_ *StorageConfig, d *DeliveryConfig, _ *openHooks) { d.Workers = 32 })
 	rc := newCountingReceiver(b)
 	hook := o.hook(b, rc.URL, "ORDER_CREATED")
-	o.disp.setPaused(hook.ID, true)
+	o.disp.SetPaused(hook.ID, true)
 	evs := make([]rules.Event, 0, 256)
 	for i := range b.N {
 		evs = append(evs, rules.Event{Rule: "r", Type: "ORDER_CREATED", Subject: fmt.Sprintf("s%d", i%64), Data: []byte(`{"n":1}`), ObservedAt: time.Now()})
@@ -83,8 +83,8 @@ func BenchmarkDelivery(b *testing.B) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	o.disp.setPaused(hook.ID, false)
-	for rc.n.Load() < int64(b.N) || o.disp.pendingCount() > 0 {
+	o.disp.SetPaused(hook.ID, false)
+	for rc.n.Load() < int64(b.N) || o.disp.PendingCount() > 0 {
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "attempts/s")

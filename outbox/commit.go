@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/eventtap/eventtap/delivery"
 	"github.com/eventtap/eventtap/rules"
 )
 
@@ -412,7 +413,7 @@ func (c *committer) finish(b *batch, err error, inflight bool) {
 			o.metrics.events.WithLabelValues(e.typ, e.rule).Inc()
 		}
 		if len(b.lanes) > 0 {
-			o.disp.addMany(b.lanes)
+			o.disp.AddMany(b.lanes)
 		}
 	}
 	o.whMu.RUnlock()
@@ -455,10 +456,7 @@ type write struct {
 	del []byte
 }
 
-type laneEntry struct {
-	webhookID, subject string
-	item               pendingItem
-}
+type laneEntry = delivery.Entry
 
 // recycle empties b for new requests.
 func (b *batch) recycle() {
@@ -646,7 +644,7 @@ func (o *Outbox) writeEvent(b *batch, ev *rules.Event, seq uint64, ch *change, n
 			if err := b.set(badger.NewEntry(laneKey(wh, rec.Subject, seq), lv)); err != nil {
 				return err
 			}
-			b.lanes = append(b.lanes, laneEntry{wh, rec.Subject, pendingItem{seq: seq, due: now.UnixNano(), observed: rec.ObservedAt.UnixNano()}})
+			b.lanes = append(b.lanes, laneEntry{WebhookID: wh, Subject: rec.Subject, Item: delivery.Item{Seq: seq, Due: now.UnixNano(), Observed: rec.ObservedAt.UnixNano()}})
 		}
 	}
 	return nil

@@ -3,8 +3,9 @@ package outbox
 import (
 	"errors"
 	"fmt"
-	"net"
 	"time"
+
+	"github.com/eventtap/eventtap/delivery"
 )
 
 // StorageConfig is the `storage:` section of the configuration file.
@@ -18,17 +19,9 @@ type StorageConfig struct {
 	EncryptionKeyFile string `yaml:"encryption_key_file"`
 }
 
-// DeliveryConfig is the `delivery:` section of the configuration file.
-type DeliveryConfig struct {
-	Workers              int             `yaml:"workers"`
-	Timeout              time.Duration   `yaml:"timeout"`
-	RetrySchedule        []time.Duration `yaml:"retry_schedule"`
-	Jitter               float64         `yaml:"jitter"`
-	AllowPrivateNetworks bool            `yaml:"allow_private_networks"`
-	AllowedNetworks      []string        `yaml:"allowed_networks"`
-	DisableAfter         time.Duration   `yaml:"disable_after"`
-	MaxResponseBytes     int             `yaml:"max_response_bytes"`
-}
+// DeliveryConfig is the `delivery:` section of the configuration file,
+// owned by package delivery.
+type DeliveryConfig = delivery.Config
 
 // DefaultStorageConfig returns the storage configuration used for keys the file leaves out.
 func DefaultStorageConfig() StorageConfig {
@@ -36,17 +29,7 @@ func DefaultStorageConfig() StorageConfig {
 }
 
 // DefaultDeliveryConfig returns the delivery configuration used for keys the file leaves out.
-func DefaultDeliveryConfig() DeliveryConfig {
-	return DeliveryConfig{
-		Workers: 32,
-		Timeout: 15 * time.Second,
-		RetrySchedule: []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
-			5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour},
-		Jitter:           0.2,
-		DisableAfter:     120 * time.Hour,
-		MaxResponseBytes: 4096,
-	}
-}
+func DefaultDeliveryConfig() DeliveryConfig { return delivery.DefaultConfig() }
 
 // Validate reports every problem with c, joined. Each problem's message
 // starts with the YAML key it is about, so that the loader can point at the
@@ -63,42 +46,6 @@ func (c StorageConfig) Validate() error {
 		if _, _, err := readEncryptionKey(c.EncryptionKeyFile); err != nil {
 			errs = append(errs, fmt.Errorf("encryption_key_file: %w", err))
 		}
-	}
-	return errors.Join(errs...)
-}
-
-// Validate reports every problem with c, joined. Each problem's message
-// starts with the YAML key it is about, so that the loader can point at the
-// line that holds it.
-func (c DeliveryConfig) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
-	}
-	if c.Workers < 1 || c.Workers > 4096 {
-		bad("workers", "must be between 1 and 4096, got %d", c.Workers)
-	}
-	if c.Timeout <= 0 {
-		bad("timeout", "must be a positive duration such as 15s, got %s", c.Timeout)
-	}
-	for i, d := range c.RetrySchedule {
-		if d < 0 {
-			bad("retry_schedule", "entry %d is negative (%s); delays must be 0 or more", i+1, d)
-		}
-	}
-	if c.Jitter < 0 || c.Jitter >= 1 {
-		bad("jitter", "must be a fraction from 0 up to (not including) 1, got %g", c.Jitter)
-	}
-	for _, n := range c.AllowedNetworks {
-		if _, _, err := net.ParseCIDR(n); err != nil {
-			bad("allowed_networks", "%q is not a CIDR such as \"10.0.0.0/8\" or \"fd00::/8\"", n)
-		}
-	}
-	if c.DisableAfter <= 0 {
-		bad("disable_after", "must be a positive duration such as 120h, got %s", c.DisableAfter)
-	}
-	if c.MaxResponseBytes < 0 {
-		bad("max_response_bytes", "must be 0 or more, got %d", c.MaxResponseBytes)
 	}
 	return errors.Join(errs...)
 }

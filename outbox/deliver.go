@@ -1,141 +1,101 @@
 package outbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/eventtap/eventtap/delivery"
 )
 
-// runWorker performs attempts handed out by the dispatcher until Close.
-func (o *Outbox) runWorker(jobs <-chan job) {
-	defer o.workersWG.Done()
-	for j := range jobs {
-		o.attempt(j)
-	}
+// store is the Badger-backed delivery.Store: it reads the head of a lane
+// from the q/, d/ and e/ keys and records each attempt through the group
+// committer, so that attempt records share syncs with events.
+type store struct{ o *Outbox }
+
+// attemptState is what Prepare read, carried to Record.
+type attemptState struct {
+	ev  eventRecord
+	rec deliveryRecord
 }
 
-// recording is an attempt whose records are queued for the group committer.
-// The worker that made the attempt moves on at once; runRecorder finishes
-// the attempt (metrics, webhook health, releasing the lane) once the records
-// are durable. The lane stays busy until then, whatever the outcome: the
-// next event of a subject is attempted only once the store says the one
-// before it is delivered or given up. Releasing earlier would let a crash
-// in between send the earlier event again after the later one, and a
-// receiver that does not deduplicate would see a subject's state go back.
-type recording struct {
-	req     *commitRequest
-	lane    *lane
-	whID    string
-	seq     uint64
-	ev      *eventRecord
-	rec     deliveryRecord
-	res     sendResult
-	errText string
-	outcome laneOutcome
-	now     time.Time
-}
-
-// maxRecording bounds the attempts waiting for their records to be durable;
-// workers wait when it is reached.
-const maxRecording = 4096
-
-// runRecorder finishes recorded attempts in the order they were queued,
-// which is the order their batches become durable. It exits when Close has
-// stopped the workers and every queued attempt is finished.
-func (o *Outbox) runRecorder() {
-	defer o.recorderWG.Done()
-	for r := range o.recording {
-		o.recorded(r, <-r.req.done)
-	}
-}
-
-// storeRetryDelay is how long a lane waits after the store itself failed,
-// so that a broken disk does not turn into a busy loop.
-const storeRetryDelay = 5 * time.Second
-
-// attempt makes one delivery attempt of a lane's head and records it.
-func (o *Outbox) attempt(j job) {
-	l, seq := j.lane, j.item.seq
-	whID, subject := l.id.webhookID, l.id.subject
-	var ev eventRecord
-	var rec deliveryRecord
-	found, err := o.readPending(seq, whID, subject, j.item.due, &ev, &rec)
+// Prepare implements delivery.Store.
+func (s store) Prepare(_ context.Context, whID, subject string, it delivery.Item) (*delivery.Attempt, delivery.Outcome, time.Time) {
+	o := s.o
+	seq := it.Seq
+	st := &attemptState{}
+	ev, rec := &st.ev, &st.rec
+	found, err := o.readPending(seq, whID, subject, it.Due, ev, rec)
 	if err != nil {
 		o.log.Error("reading a pending delivery failed; retrying later", "webhook", whID, "event_seq", seq, "err", err)
-		o.disp.finish(l, laneRetry, o.now().Add(storeRetryDelay))
-		return
+		return nil, delivery.Retry, o.now().Add(delivery.StoreRetryDelay)
 	}
 	if !found {
 		// Deleted by retention or an admin call, or no longer pending: the
 		// lane entry is stale.
 		o.dropLaneKey(whID, subject, seq)
-		o.disp.finish(l, laneDone, time.Time{})
-		return
+		return nil, delivery.Done, time.Time{}
 	}
 	hook := o.webhookCopy(whID)
 	if hook == nil {
 		o.dropLaneKey(whID, subject, seq)
-		o.disp.finish(l, laneDone, time.Time{})
-		return
+		return nil, delivery.Done, time.Time{}
 	}
 	if hook.Status != Enabled {
-		o.disp.finish(l, laneRelease, time.Time{})
-		return
+		return nil, delivery.Release, time.Time{}
 	}
-	if due := time.Unix(0, j.item.due); rec.NextAttemptAt.After(due) {
+	if due := time.Unix(0, it.Due); rec.NextAttemptAt.After(due) {
 		// The stored schedule is later than the in-memory one (e.g. a
 		// Retry-After written before a restart); honour the store.
-		o.disp.finish(l, laneRetry, rec.NextAttemptAt)
-		return
+		return nil, delivery.Retry, rec.NextAttemptAt
 	}
+	return &delivery.Attempt{WebhookID: whID, Subject: subject, Item: it,
+		Target: hook.target(), EventID: ev.ID, Payload: ev.Payload, Number: rec.Attempts, State: st}, 0, time.Time{}
+}
 
-	sentAt := o.now()
-	res := o.sender.send(o.abortCtx, &hook.Webhook, ev.ID, ev.Payload, sentAt)
-	if o.abortCtx.Err() != nil {
-		// Cancelled by shutdown: not the receiver's fault, so not counted;
-		// the delivery is still PENDING and is retried after restart.
-		o.disp.finish(l, laneRelease, time.Time{})
-		return
-	}
-	now := o.now()
-	rec.Attempts++
-	rec.LastResponseStatus = res.status
-	outcome := laneDone
+// Record implements delivery.Store: it queues the attempt's records for the
+// group committer and waits until they are durable, then counts the
+// attempt and tracks the webhook's health.
+func (s store) Record(_ context.Context, a *delivery.Attempt) error {
+	o := s.o
+	st := a.State.(*attemptState)
+	ev, rec, res, now := &st.ev, st.rec, &a.Result, a.At
+	whID, subject, seq := a.WebhookID, a.Subject, a.Item.Seq
+	rec.Attempts = a.Number
+	rec.LastResponseStatus = res.Status
 	switch {
-	case res.ok():
+	case res.OK():
 		rec.State, rec.NextAttemptAt = Succeeded, time.Time{}
-	case rec.Attempts > len(o.delivery.RetrySchedule):
+	case a.Outcome == delivery.Done:
 		rec.State, rec.NextAttemptAt = Failed, time.Time{}
 	default:
-		rec.NextAttemptAt = now.Add(o.retryDelay(rec.Attempts, res.retryAfter))
-		outcome = laneRetry
+		rec.NextAttemptAt = a.Next
 	}
 	entry := &Log{
 		WebhookID:      whID,
 		EventID:        ev.ID,
 		Type:           ev.Type,
-		URL:            hook.URL,
+		URL:            a.Target.URL,
 		CreatedAt:      now.UTC(),
-		ResponseStatus: res.status,
+		ResponseStatus: res.Status,
 		Request:        string(ev.Payload),
 		Attempt:        rec.Attempts,
-		Duration:       res.duration,
-		ResponseBody:   res.body,
-		Succeeded:      res.ok(),
+		Duration:       res.Duration,
+		ResponseBody:   res.Body,
+		Succeeded:      res.OK(),
 	}
-	if res.err != nil {
-		entry.Error = res.err.Error()
+	if res.Err != nil {
+		entry.Error = res.Err.Error()
 	}
-	r := &recording{lane: l, whID: whID, seq: seq, ev: &ev, rec: rec, res: res, errText: entry.Error, outcome: outcome, now: now}
-	r.req = o.queueAttempt(whID, func(w entrySink) error {
+	req := o.queueAttempt(whID, func(w entrySink) error {
 		if err := w.set(badger.NewEntry(deliveryKey(seq, whID), rec.marshal())); err != nil {
 			return err
 		}
 		lk := laneKey(whID, subject, seq)
-		if outcome == laneDone {
+		if a.Outcome == delivery.Done {
 			if err := w.delete(lk); err != nil {
 				return err
 			}
@@ -144,33 +104,23 @@ func (o *Outbox) attempt(j job) {
 		}
 		return o.writeLog(w, entry)
 	})
-	o.recording <- r
-}
-
-// recorded finishes an attempt once its records are durable (werr nil) or
-// failed to be written.
-func (o *Outbox) recorded(r *recording, werr error) {
-	l, ev, rec, res, now := r.lane, r.ev, &r.rec, &r.res, r.now
-	finish := func(o2 laneOutcome, due time.Time) { o.disp.finish(l, o2, due) }
-	whID := r.whID
+	werr := <-req.done
 	if errors.Is(werr, ErrNotFound) {
-		finish(laneDone, time.Time{}) // deleted while we were sending
-		return
+		return fmt.Errorf("%w: %w", delivery.ErrGone, werr) // deleted while we were sending
 	}
 	if werr != nil {
 		o.log.Error("recording a delivery attempt failed; it will be attempted again", "webhook", whID, "event", ev.ID, "err", werr)
-		finish(laneRetry, now.Add(storeRetryDelay))
-		return
+		return werr
 	}
 
 	o.observeAttempt(whID, ev, res, rec.State == Failed, now)
 	if rec.State == Failed {
-		o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", r.errText)
+		o.log.Warn("delivery failed after its last retry", "webhook", whID, "event", ev.ID, "attempts", rec.Attempts, "err", entry.Error)
 	} else {
-		o.log.Debug("delivery attempt", "webhook", whID, "event", ev.ID, "attempt", rec.Attempts, "status", res.status, "ok", res.ok())
+		o.log.Debug("delivery attempt", "webhook", whID, "event", ev.ID, "attempt", rec.Attempts, "status", res.Status, "ok", res.OK())
 	}
-	o.recordHealth(whID, res.ok(), res.status == 410, now)
-	finish(r.outcome, rec.NextAttemptAt)
+	o.recordHealth(whID, res.OK(), res.Status == 410, now)
+	return nil
 }
 
 // readPending reads the event and delivery record of a lane's head; found
@@ -207,19 +157,6 @@ func (o *Outbox) readPending(seq uint64, whID, subject string, due int64, ev *ev
 		}
 	}
 	return check(o.db.View(read))
-}
-
-// retryDelay is the delay before the retry following attempt n (1-based):
-// the schedule's entry with ± jitter, or a longer Retry-After (capped).
-func (o *Outbox) retryDelay(n int, retryAfter time.Duration) time.Duration {
-	d := o.delivery.RetrySchedule[n-1]
-	if j := o.delivery.Jitter; j > 0 && d > 0 {
-		d = time.Duration(float64(d) * (1 + j*(2*rand.Float64()-1)))
-	}
-	if retryAfter > d {
-		d = min(retryAfter, maxRetryAfter)
-	}
-	return d
 }
 
 func (o *Outbox) dropLaneKey(whID, subject string, seq uint64) {
@@ -302,4 +239,70 @@ func getRecord(txn *badger.Txn, key []byte, unmarshal func([]byte) error) error 
 		return err
 	}
 	return unmarshal(v)
+}
+
+// target is where deliveries to the webhook go and what signs them.
+func (h *webhookRecord) target() delivery.Target {
+	return delivery.Target{URL: h.URL, Secret: h.Secret, Previous: h.PreviousSecrets}
+}
+
+// reloadPending loads pending lane entries (q/ keys) from the store into
+// the dispatcher's memory, up to its limit (see delivery.Reload). Called at
+// Open and whenever an overflowing dispatcher has drained to half its limit
+// (then on its own goroutine, so that workers are kept busy meanwhile).
+//
+// The scan's snapshot may still show the key of a head whose final record
+// became durable, and whose lane moved on, after the snapshot was taken.
+// Such a stale entry is loaded again, but never sent: the worker reads the
+// delivery from a snapshot at least as new as that record, finds it no
+// longer pending and drops the entry.
+func (o *Outbox) reloadPending() error {
+	r := o.disp.StartReload()
+	webhook := func(id string) (string, bool) {
+		// Share the cached id string rather than one per lane.
+		if h := o.hooks[id]; h != nil {
+			return h.ID, true
+		}
+		return "", false
+	}
+	err := o.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixLane})
+		defer it.Close()
+		chunk := make([]laneEntry, 0, 256)
+		flush := func() error {
+			o.whMu.RLock()
+			r.Load(chunk, webhook)
+			o.whMu.RUnlock()
+			chunk = chunk[:0]
+			select {
+			case <-o.stop:
+				return ErrClosed
+			default:
+				return nil
+			}
+		}
+		for it.Seek(prefixLane); it.ValidForPrefix(prefixLane); it.Next() {
+			wh, subject, seq, ok := parseLaneKey(it.Item().Key())
+			if !ok {
+				continue
+			}
+			e := laneEntry{WebhookID: wh, Subject: subject, Item: delivery.Item{Seq: seq}}
+			if !r.Full() {
+				var v laneValue
+				if err := it.Item().Value(v.unmarshal); err != nil {
+					return err
+				}
+				e.Item.Due, e.Item.Observed = v.NextAttemptAt.UnixNano(), v.ObservedAt.UnixNano()
+			}
+			chunk = append(chunk, e)
+			if len(chunk) == cap(chunk) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		return flush()
+	})
+	r.End(err)
+	return err
 }

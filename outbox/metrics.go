@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eventtap/eventtap/delivery"
 	"github.com/eventtap/eventtap/rules"
 )
 
@@ -57,7 +58,7 @@ func (o *Outbox) SetRules(rs []rules.RuleInfo) {
 // webhook start at 0 when it is loaded or created (initWebhook), so that
 // rates and alerts work from the first scrape instead of from the first
 // failure. perWebhook reports every webhook's backlog at scrape time.
-func newMetrics(reg prometheus.Registerer, pending, oldest func() float64, perWebhook func() []webhookBacklog) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, pending, oldest func() float64, perWebhook func() []delivery.Backlog) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventtap_events_total",
@@ -136,23 +137,16 @@ func (m *metrics) forgetWebhook(id string) {
 	m.duration.DeletePartialMatch(l)
 }
 
-// webhookBacklog is one webhook's pending deliveries at scrape time.
-type webhookBacklog struct {
-	id      string
-	pending int     // deliveries not yet succeeded or failed
-	oldest  float64 // age in seconds of the oldest one's event, 0 when none
-}
-
 // backlogCollector reports eventtap_webhook_pending and
 // eventtap_webhook_oldest_pending_seconds from the dispatcher's state at
 // scrape time: for exactly the webhooks that exist, so a created webhook
 // shows 0 at once and a deleted one disappears with no bookkeeping.
 type backlogCollector struct {
 	pending, oldest *prometheus.Desc
-	read            func() []webhookBacklog
+	read            func() []delivery.Backlog
 }
 
-func webhookBacklogCollector(read func() []webhookBacklog) prometheus.Collector {
+func webhookBacklogCollector(read func() []delivery.Backlog) prometheus.Collector {
 	return &backlogCollector{
 		pending: prometheus.NewDesc("eventtap_webhook_pending",
 			"Deliveries of the webhook not yet succeeded or failed (including those paused while it is DISABLED).",
@@ -171,28 +165,28 @@ func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, b := range c.read() {
-		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(b.pending), b.id)
-		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, b.oldest, b.id)
+		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(b.Pending), b.ID)
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, b.Oldest, b.ID)
 	}
 }
 
 // webhookBacklogs reads every existing webhook's backlog, for the scrape.
-func (o *Outbox) webhookBacklogs() []webhookBacklog {
+func (o *Outbox) webhookBacklogs() []delivery.Backlog {
 	o.whMu.RLock()
 	ids := make([]string, 0, len(o.hooks))
 	for id := range o.hooks {
 		ids = append(ids, id)
 	}
 	o.whMu.RUnlock()
-	return o.disp.backlog(ids, o.now())
+	return o.disp.Backlog(ids, o.now())
 }
 
 // observeAttempt counts a recorded attempt. It holds whMu shared so that a
 // webhook deleted meanwhile (DeleteWebhook forgets its series under the
 // exclusive lock) does not get its series back from a late attempt.
-func (o *Outbox) observeAttempt(whID string, ev *eventRecord, res *sendResult, failed bool, now time.Time) {
+func (o *Outbox) observeAttempt(whID string, ev *eventRecord, res *delivery.Result, failed bool, now time.Time) {
 	outcome := "failure"
-	if res.ok() {
+	if res.OK() {
 		outcome = "success"
 		o.metrics.lag.WithLabelValues(ev.Type).Observe(max(now.Sub(ev.ObservedAt), 0).Seconds())
 	}
@@ -202,7 +196,7 @@ func (o *Outbox) observeAttempt(whID string, ev *eventRecord, res *sendResult, f
 		return
 	}
 	o.metrics.attempts.WithLabelValues(ev.Type, whID, outcome).Inc()
-	o.metrics.duration.WithLabelValues(ev.Type, whID).Observe(res.duration.Seconds())
+	o.metrics.duration.WithLabelValues(ev.Type, whID).Observe(res.Duration.Seconds())
 	if failed {
 		o.metrics.failed.WithLabelValues(ev.Type, whID).Inc()
 	}

@@ -3,6 +3,8 @@ package outbox
 import (
 	"errors"
 	"time"
+
+	"github.com/eventtap/eventtap/delivery"
 )
 
 // Errors callers branch on. The admin API maps ErrNotFound to NOT_FOUND and
@@ -12,7 +14,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrInvalid wraps a problem with caller input (a URL, a secret, a type);
 	// the wrapping message says what is wrong and how to fix it.
-	ErrInvalid = errors.New("invalid input")
+	// It is delivery.ErrInvalid, which a refused webhook URL wraps.
+	ErrInvalid = delivery.ErrInvalid
 	// ErrBadCursor means a pagination cursor was not one this store handed out.
 	ErrBadCursor = errors.New("malformed cursor")
 	// ErrClosed means the store is closed or closing.
@@ -60,10 +63,7 @@ type Webhook struct {
 
 // PreviousSecret is a secret replaced by a rotation; it keeps signing until
 // Until.
-type PreviousSecret struct {
-	Secret string
-	Until  time.Time
-}
+type PreviousSecret = delivery.Secret
 
 // WebhookCreate is the input of Outbox.CreateWebhook. An empty Status means
 // ENABLED; an empty Secret means one is generated.

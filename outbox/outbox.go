@@ -1,4 +1,4 @@
-// Package outbox is eventtap's durable store and delivery engine. It owns the
+// Package outbox is eventtap's durable store and the owner of delivery state. It owns the
 // Badger database and everything kept in it: committed events, their
 // per-webhook deliveries, webhooks, delivery logs and the last values seen by
 // `changed` rules.
@@ -12,13 +12,14 @@
 // one syncs, and it also writes the records of delivery attempts, so that
 // events and attempt results share syncs instead of one sync per attempt.
 //
-// A dispatcher hands pending deliveries to a pool of workers, one lane per
-// (webhook, subject): within a lane deliveries are attempted strictly in
-// commit order, one at a time, while lanes never wait for each other. Retries
-// follow delivery.retry_schedule and are driven by next-attempt times stored
-// in Badger, so they survive restarts. Requests are signed following
-// Standard Webhooks (see package signature) and dialed through an SSRF guard
-// that checks the resolved address.
+// Sending is package delivery's: its dispatcher holds the pending
+// deliveries in lanes, one per (webhook, subject), and its workers attempt
+// them in commit order within a lane. The outbox feeds it what became due
+// (the committer, admin re-queues, reloads of the q/ keys) and is its Store:
+// it reads what to send and records each attempt's outcome through the
+// committer before the lane moves on. Retries follow
+// delivery.retry_schedule and are driven by next-attempt times stored in
+// Badger, so they survive restarts.
 //
 // Deliveries of a webhook that becomes DISABLED (by the admin API, a 410
 // answer or disable_after) stay PENDING but are paused: nothing is attempted
@@ -55,6 +56,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventtap/eventtap/delivery"
 )
 
 // Outbox is an open store with its committer, dispatcher and maintenance
@@ -67,7 +70,7 @@ type Outbox struct {
 	types    map[string]bool
 	log      *slog.Logger
 	metrics  *metrics
-	sender   *sender
+	sender   *delivery.Sender
 
 	// closeMu guards closed and the commit queue: Commit holds it shared while
 	// enqueueing so that Close can close the queue without racing a send.
@@ -97,28 +100,24 @@ type Outbox struct {
 	seq    uint64        // last event sequence; owned by the committer
 	logSeq atomic.Uint64 // last log sequence
 
-	disp  *dispatcher
-	cl    clusterState // cluster mode's seams; zero on one node
-	relay relayState   // cluster mode's relay (cluster_relay.go)
+	disp *delivery.Dispatcher
+	// stopDisp ends disp.Run, which closes dispDone once its workers have
+	// returned.
+	stopDisp context.CancelFunc
+	dispDone chan struct{}
+	cl       clusterState // cluster mode's seams; zero on one node
+	relay    relayState   // cluster mode's relay (cluster_relay.go)
 	// space refuses writes while storage.dir is nearly full.
 	space *spaceGuard
 	// snaps is the read snapshot delivery workers share (see snapshots).
 	snaps snapshots
 
-	// stop ends the dispatcher and maintenance loops; abort cancels attempts
-	// that are still in flight when Close's deadline passes.
+	// stop ends the maintenance loop and a reload in progress.
 	stop        chan struct{}
-	abortCtx    context.Context
-	abort       context.CancelFunc
 	committerWG sync.WaitGroup
-	workersWG   sync.WaitGroup
-	recorderWG  sync.WaitGroup
-	// recording carries attempts from the workers to runRecorder, which
-	// finishes them once their records are durable.
-	recording chan *recording
-	loopsWG   sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
+	loopsWG     sync.WaitGroup
+	closeOnce   sync.Once
+	closeErr    error
 
 	now func() time.Time // replaced in tests only
 	// retentionEvery is how often retention and value-log GC run.
@@ -130,8 +129,8 @@ type Outbox struct {
 // and retention goroutines, which run until Close. eventTypes lists every
 // valid event type (rules.EventTypes). ctx bounds only the opening itself.
 // A nil reg registers the metrics nowhere visible.
-func Open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, eventTypes []string, logger *slog.Logger, reg prometheus.Registerer) (*Outbox, error) {
-	return open(ctx, storage, delivery, eventTypes, logger, reg, nil)
+func Open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, eventTypes []string, logger *slog.Logger, reg prometheus.Registerer) (*Outbox, error) {
+	return open(ctx, storage, dcfg, eventTypes, logger, reg, nil)
 }
 
 // openHooks lets tests reach what the public API deliberately does not expose.
@@ -143,8 +142,8 @@ type openHooks struct {
 	freeBytes      func(dir string) (uint64, error)
 }
 
-func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, eventTypes []string, logger *slog.Logger, reg prometheus.Registerer, hooks *openHooks) (*Outbox, error) {
-	if err := errors.Join(storage.Validate(), delivery.Validate()); err != nil {
+func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, eventTypes []string, logger *slog.Logger, reg prometheus.Registerer, hooks *openHooks) (*Outbox, error) {
+	if err := errors.Join(storage.Validate(), dcfg.Validate()); err != nil {
 		return nil, fmt.Errorf("outbox: invalid configuration: %w", err)
 	}
 	if len(eventTypes) == 0 {
@@ -160,18 +159,13 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 		return nil, err
 	}
 	logger = logger.With("component", "outbox")
-	g, err := newGuard(delivery)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: %w", err)
-	}
 	o := &Outbox{
 		storage:        storage,
-		delivery:       delivery,
+		delivery:       dcfg,
 		types:          make(map[string]bool, len(eventTypes)),
 		log:            logger,
 		queue:          make(chan *commitRequest, 4096),
 		attempts:       make(chan *commitRequest, 256),
-		recording:      make(chan *recording, maxRecording),
 		hooks:          map[string]*webhookRecord{},
 		stop:           make(chan struct{}),
 		now:            time.Now,
@@ -188,24 +182,38 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 			o.retentionEvery = hooks.retentionEvery
 		}
 	}
-	o.abortCtx, o.abort = context.WithCancel(context.Background())
-	limit := defaultPendingLimit
-	if hooks != nil && hooks.pendingLimit > 0 {
-		limit = hooks.pendingLimit
+	var dial func(ctx context.Context, network, addr string) (string, error)
+	dopts := delivery.Options{
+		Logger: logger,
+		// ErrClosed: Close stopped the reload, which is no failure.
+		Reload: func() error {
+			if err := o.reloadPending(); !errors.Is(err, ErrClosed) {
+				return err
+			}
+			return nil
+		},
+		// An attempt's record could not be written: wait for space
+		// (spaceGuard logs when the pause starts and ends).
+		Hold:        func() bool { return o.space.full() },
+		HoldRecheck: spaceRecheck,
+		Now:         func() time.Time { return o.now() },
 	}
-	o.disp = newDispatcher(limit, delivery.Workers)
+	if hooks != nil {
+		dial, dopts.PendingLimit = hooks.dial, hooks.pendingLimit
+	}
+	sender, err := delivery.NewSender(dcfg, dial)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	o.sender = sender
+	o.disp = delivery.NewDispatcher(dcfg, sender, dopts)
 	o.space = newSpaceGuard(storage.Dir, o.log)
 	if hooks != nil && hooks.freeBytes != nil {
 		o.space.free = hooks.freeBytes
 	}
-	if o.metrics, err = newMetrics(reg, o.disp.pendingCount, func() float64 { return o.disp.oldestPending(o.now()) }, o.webhookBacklogs); err != nil {
+	if o.metrics, err = newMetrics(reg, o.disp.PendingCount, func() float64 { return o.disp.OldestPending(o.now()) }, o.webhookBacklogs); err != nil {
 		return nil, err
 	}
-	var dial func(ctx context.Context, network, addr string) (string, error)
-	if hooks != nil {
-		dial = hooks.dial
-	}
-	o.sender = newSender(delivery, g, dial)
 
 	opts := badgerOptions(storage, logger)
 	if storage.EncryptionKeyFile != "" {
@@ -238,15 +246,14 @@ func open(ctx context.Context, storage StorageConfig, delivery DeliveryConfig, e
 
 	o.committerWG.Add(1)
 	go o.runCommitter()
-	jobs := make(chan job)
-	o.recorderWG.Add(1)
-	go o.runRecorder()
-	for range delivery.Workers {
-		o.workersWG.Add(1)
-		go o.runWorker(jobs)
-	}
-	o.loopsWG.Add(2)
-	go o.runDispatcher(jobs)
+	var runCtx context.Context
+	runCtx, o.stopDisp = context.WithCancel(context.Background())
+	o.dispDone = make(chan struct{})
+	go func() {
+		defer close(o.dispDone)
+		o.disp.Run(runCtx, store{o})
+	}()
+	o.loopsWG.Add(1)
 	go o.runMaintenance()
 	return o, nil
 }
@@ -332,23 +339,20 @@ func (o *Outbox) close(ctx context.Context) error {
 	o.closeMu.Unlock()
 
 	close(o.stop)
-	o.loopsWG.Wait() // the dispatcher closes the jobs channel on its way out
-	done := make(chan struct{})
-	go func() { o.workersWG.Wait(); close(done) }()
+	o.stopDisp()
+	o.loopsWG.Wait()
 	var err error
 	select {
-	case <-done:
+	case <-o.dispDone:
 	case <-ctx.Done():
-		o.abort()
-		<-done
+		o.disp.Abort()
+		<-o.dispDone
 		err = fmt.Errorf("outbox: delivery attempts still in flight at shutdown were cancelled and will be retried: %w", ctx.Err())
 	}
-	o.abort()
-	o.sender.close()
-	// Workers record their attempts through the committer, so it stops last,
-	// after the recorder has seen every queued attempt become durable.
-	close(o.recording)
-	o.recorderWG.Wait()
+	o.disp.Abort()
+	o.sender.Close()
+	// Workers record their attempts through the committer and wait until
+	// they are durable, so it stops last.
 	close(o.attempts)
 	o.committerWG.Wait()
 

@@ -332,9 +332,7 @@ func TestPendingOverflow(t *testing.T) {
 	if v := o.metric(t, "eventtap_outbox_pending", nil); v != subjects*per {
 		t.Errorf("pending = %v, want %d", v, subjects*per)
 	}
-	o.disp.mu.Lock()
-	held, overflow := o.disp.pending, o.disp.overflow
-	o.disp.mu.Unlock()
+	held, overflow := o.disp.Held()
 	if held > 8 || !overflow {
 		t.Errorf("held %d items, overflow %v; want at most the limit, overflowing", held, overflow)
 	}

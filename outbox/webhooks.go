@@ -11,7 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/eventtap/eventtap/outbox/signature"
+	"github.com/eventtap/eventtap/delivery/signature"
 )
 
 // secretOverlap is how long the previous secret keeps signing after a
@@ -34,7 +34,7 @@ func (o *Outbox) loadWebhooks(txn *badger.Txn) error {
 		}
 		o.hooks[r.ID] = r
 		if r.Status != Enabled {
-			o.disp.paused[r.ID] = true
+			o.disp.SetPaused(r.ID, true)
 		}
 	}
 	o.rebuildLocked()
@@ -86,7 +86,7 @@ func (o *Outbox) storeWebhookLocked(r *webhookRecord) error {
 	o.hooks[r.ID] = r
 	o.rebuildLocked()
 	if old == nil || old.Status != r.Status {
-		o.disp.setPaused(r.ID, r.Status != Enabled)
+		o.disp.SetPaused(r.ID, r.Status != Enabled)
 	}
 	return nil
 }
@@ -198,7 +198,7 @@ func (o *Outbox) CreateWebhook(ctx context.Context, in WebhookCreate) (Webhook, 
 		in.Status = Enabled
 	}
 	var errs []error
-	if err := o.sender.guardURL(in.URL); err != nil {
+	if err := o.sender.CheckURL(in.URL); err != nil {
 		errs = append(errs, err)
 	}
 	if err := o.checkType(in.Type); err != nil {
@@ -246,7 +246,7 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, in WebhookUpdate) (Webhook, 
 	var out Webhook
 	var errs []error
 	if in.URL != nil {
-		if err := o.sender.guardURL(*in.URL); err != nil {
+		if err := o.sender.CheckURL(*in.URL); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -361,7 +361,7 @@ func (o *Outbox) deleteWebhook(ctx context.Context, id string, share bool) error
 		// of this webhook (both check the cache under whMu).
 		delete(o.hooks, id)
 		o.rebuildLocked()
-		o.disp.removeWebhook(id)
+		o.disp.RemoveWebhook(id)
 		o.metrics.forgetWebhook(id)
 		o.whMu.Unlock()
 

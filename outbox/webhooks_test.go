@@ -4,52 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/eventtap/eventtap/outbox/signature"
+	"github.com/eventtap/eventtap/delivery/signature"
 )
-
-func TestRefusedKind(t *testing.T) {
-	tests := []struct {
-		addr    string
-		refused bool
-	}{
-		{"127.0.0.1", true},
-		{"127.1.2.3", true},
-		{"::1", true},
-		{"10.1.2.3", true},
-		{"172.16.0.1", true},
-		{"172.31.255.255", true},
-		{"172.32.0.1", false},
-		{"192.168.1.1", true},
-		{"100.64.0.1", true},
-		{"100.127.255.255", true},
-		{"100.128.0.1", false},
-		{"169.254.169.254", true},
-		{"fe80::1", true},
-		{"fc00::1", true},
-		{"fd12:3456::1", true},
-		{"0.0.0.0", true},
-		{"::", true},
-		{"224.0.0.1", true},
-		{"ff02::1", true},
-		{"255.255.255.255", true},
-		{"::ffff:127.0.0.1", true},
-		{"::ffff:10.0.0.1", true},
-		{"64:ff9b::a00:1", true}, // NAT64 of 10.0.0.1
-		{"8.8.8.8", false},
-		{"2606:4700:4700::1111", false},
-		{"::ffff:8.8.8.8", false},
-	}
-	for _, tt := range tests {
-		if got := refusedKind(netip.MustParseAddr(tt.addr)) != ""; got != tt.refused {
-			t.Errorf("refusedKind(%s) refused=%v, want %v", tt.addr, got, tt.refused)
-		}
-	}
-}
 
 func TestWebhookURLValidation(t *testing.T) {
 	strict := func(_ *StorageConfig, d *DeliveryConfig, _ *openHooks) { d.AllowPrivateNetworks = false }

@@ -11,7 +11,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/eventtap/eventtap/outbox/signature"
+	"github.com/eventtap/eventtap/delivery/signature"
 )
 
 // The test vector published with the Standard Webhooks specification.

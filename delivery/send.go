@@ -1,4 +1,4 @@
-package outbox
+package delivery
 
 import (
 	"bytes"
@@ -14,11 +14,12 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/eventtap/eventtap/outbox/signature"
+	"github.com/eventtap/eventtap/delivery/signature"
 )
 
-// sender makes signed webhook requests. It is safe for concurrent use.
-type sender struct {
+// Sender makes signed webhook requests through the SSRF guard. It is safe
+// for concurrent use.
+type Sender struct {
 	client    *http.Client
 	transport *http.Transport
 	timeout   time.Duration
@@ -27,7 +28,15 @@ type sender struct {
 	guard     *guard
 }
 
-func newSender(cfg DeliveryConfig, g *guard, rewrite func(ctx context.Context, network, addr string) (string, error)) *sender {
+// NewSender returns a sender for cfg, which must be valid. rewrite, if
+// non-nil, replaces the address of every dial before it is made (the guard
+// then checks the replacement); tests use it to reach a local receiver
+// under a public host name.
+func NewSender(cfg Config, rewrite func(ctx context.Context, network, addr string) (string, error)) (*Sender, error) {
+	g, err := newGuard(cfg)
+	if err != nil {
+		return nil, err
+	}
 	dialer := &net.Dialer{
 		Timeout:   min(cfg.Timeout, 10*time.Second),
 		KeepAlive: 30 * time.Second,
@@ -63,7 +72,7 @@ func newSender(cfg DeliveryConfig, g *guard, rewrite func(ctx context.Context, n
 		// Keep the receiver's bytes as sent; the log shows them raw.
 		DisableCompression: true,
 	}
-	return &sender{
+	return &Sender{
 		transport: t,
 		client: &http.Client{
 			Transport: t,
@@ -75,10 +84,11 @@ func newSender(cfg DeliveryConfig, g *guard, rewrite func(ctx context.Context, n
 		maxBody:   cfg.MaxResponseBytes,
 		userAgent: userAgent(),
 		guard:     g,
-	}
+	}, nil
 }
 
-func (s *sender) close() { s.transport.CloseIdleConnections() }
+// Close closes the idle connections.
+func (s *Sender) Close() { s.transport.CloseIdleConnections() }
 
 func userAgent() string {
 	v := "dev"
@@ -88,25 +98,40 @@ func userAgent() string {
 	return "eventtap/" + v + " (+https://www.standardwebhooks.com)"
 }
 
-// sendResult is what one attempt produced.
-type sendResult struct {
-	status     int // 0 when no HTTP response was received
-	body       string
-	err        error
-	duration   time.Duration
-	retryAfter time.Duration // from a Retry-After header, 0 if none
+// Result is what one attempt produced.
+type Result struct {
+	Status     int    // 0 when no HTTP response was received
+	Body       string // the response body, cut at max_response_bytes
+	Err        error
+	Duration   time.Duration
+	RetryAfter time.Duration // from a Retry-After header, 0 if none
 }
 
-func (r sendResult) ok() bool { return r.err == nil && r.status >= 200 && r.status < 300 }
+// OK reports whether the receiver accepted the request (2xx).
+func (r Result) OK() bool { return r.Err == nil && r.Status >= 200 && r.Status < 300 }
 
-// send POSTs body to the webhook, signed with its current secret and with
-// every secret a rotation replaced less than 24 h ago.
-func (s *sender) send(ctx context.Context, hook *Webhook, id string, body []byte, now time.Time) sendResult {
-	keys := make([][]byte, 0, 1+len(hook.PreviousSecrets))
+// Target is where a request goes and what signs it.
+type Target struct {
+	URL    string
+	Secret string // the current signing secret ("whsec_" + base64)
+	// Previous secrets sign alongside Secret, each until its Until.
+	Previous []Secret
+}
+
+// Secret is a secret replaced by a rotation; it keeps signing until Until.
+type Secret struct {
+	Secret string
+	Until  time.Time
+}
+
+// Send POSTs body to the target, signed with its current secret and with
+// every previous secret whose time is not over at now.
+func (s *Sender) Send(ctx context.Context, hook Target, id string, body []byte, now time.Time) Result {
+	keys := make([][]byte, 0, 1+len(hook.Previous))
 	if k, err := signature.Key(hook.Secret); err == nil {
 		keys = append(keys, k)
 	}
-	for _, p := range hook.PreviousSecrets {
+	for _, p := range hook.Previous {
 		if now.Before(p.Until) {
 			if k, err := signature.Key(p.Secret); err == nil {
 				keys = append(keys, k)
@@ -114,13 +139,13 @@ func (s *sender) send(ctx context.Context, hook *Webhook, id string, body []byte
 		}
 	}
 	if len(keys) == 0 {
-		return sendResult{err: errors.New("the webhook's secret is not a valid whsec_ secret; rotate it")}
+		return Result{Err: errors.New("the webhook's secret is not a valid whsec_ secret; rotate it")}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(body))
 	if err != nil {
-		return sendResult{err: fmt.Errorf("building the request to %s failed; check the webhook's url", redactURL(hook.URL))}
+		return Result{Err: fmt.Errorf("building the request to %s failed; check the webhook's url", RedactURL(hook.URL))}
 	}
 	ts := now.Unix()
 	req.Header.Set("Content-Type", "application/json")
@@ -136,23 +161,23 @@ func (s *sender) send(ctx context.Context, hook *Webhook, id string, body []byte
 		// URL's query must not.
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			ue.URL = redactURL(ue.URL)
+			ue.URL = RedactURL(ue.URL)
 		}
-		return sendResult{err: describeSendError(err, s.timeout), duration: time.Since(start)}
+		return Result{Err: describeSendError(err, s.timeout), Duration: time.Since(start)}
 	}
 	defer resp.Body.Close()
 	buf, rerr := io.ReadAll(io.LimitReader(resp.Body, int64(s.maxBody)))
 	// Drain a little more so the connection can be reused; give up on
 	// receivers that answer with huge bodies.
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	res := sendResult{status: resp.StatusCode, body: validUTF8(buf), duration: time.Since(start)}
+	res := Result{Status: resp.StatusCode, Body: validUTF8(buf), Duration: time.Since(start)}
 	if rerr != nil && !errors.Is(rerr, context.Canceled) {
-		res.err = fmt.Errorf("reading response body: %w", rerr)
+		res.Err = fmt.Errorf("reading response body: %w", rerr)
 	}
-	if !res.ok() {
-		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
-		if res.err == nil {
-			res.err = fmt.Errorf("receiver answered %s", statusText(resp.StatusCode))
+	if !res.OK() {
+		res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+		if res.Err == nil {
+			res.Err = fmt.Errorf("receiver answered %s", statusText(resp.StatusCode))
 		}
 	}
 	return res
@@ -168,7 +193,7 @@ func statusText(code int) string {
 func describeSendError(err error, timeout time.Duration) error {
 	var ne net.Error
 	switch {
-	case errors.Is(err, errRefusedAddress):
+	case errors.Is(err, ErrRefusedAddress):
 		return err
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		return fmt.Errorf("no response within delivery.timeout (%s): %w", timeout, err)
@@ -204,10 +229,10 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 // maxRetryAfter caps how long a receiver may ask us to wait.
 const maxRetryAfter = time.Hour
 
-// redactURL returns raw without what may be a credential: user info is
+// RedactURL returns raw without what may be a credential: user info is
 // dropped and a query is replaced by "REDACTED". Used for every URL that
 // reaches a log line or a stored error.
-func redactURL(raw string) string {
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"
@@ -220,5 +245,7 @@ func redactURL(raw string) string {
 	return u.String()
 }
 
-// guardURL checks a webhook URL at create and update time.
-func (s *sender) guardURL(raw string) error { return s.guard.checkURL(raw) }
+// CheckURL checks a webhook URL at create and update time: absolute
+// http(s), and, unless the configuration allows it, not an address the
+// guard refuses. Errors wrap ErrInvalid.
+func (s *Sender) CheckURL(raw string) error { return s.guard.checkURL(raw) }

@@ -1,4 +1,4 @@
-package outbox
+package delivery
 
 import (
 	"strings"
@@ -13,9 +13,9 @@ func TestDispatcherPerWebhookLimit(t *testing.T) {
 	d := newDispatcher(100, 4) // at most 2 attempts per webhook
 	now := time.Now()
 	for i, subject := range []string{"a1", "a2", "a3", "a4"} {
-		d.add("slow", subject, pendingItem{seq: uint64(i + 1), due: now.UnixNano()}, false)
+		d.add("slow", subject, Item{Seq: uint64(i + 1), Due: now.UnixNano()}, false)
 	}
-	d.add("fast", "b1", pendingItem{seq: 10, due: now.Add(time.Millisecond).UnixNano()}, false)
+	d.add("fast", "b1", Item{Seq: 10, Due: now.Add(time.Millisecond).UnixNano()}, false)
 
 	var got []string
 	var slow []*lane
@@ -35,7 +35,7 @@ func TestDispatcherPerWebhookLimit(t *testing.T) {
 	if l, _, _ := d.next(now.Add(time.Second)); l != nil {
 		t.Fatalf("%s handed out while its webhook has 2 attempts in flight", l.id.subject)
 	}
-	d.finish(slow[0], laneDone, time.Time{})
+	d.finish(slow[0], Done, time.Time{})
 	l, _, _ := d.next(now.Add(time.Second))
 	if l == nil || l.id.subject != "a3" {
 		t.Fatalf("after one slow attempt ended: %v, want a3", l)
@@ -43,11 +43,11 @@ func TestDispatcherPerWebhookLimit(t *testing.T) {
 	if l2, _, _ := d.next(now.Add(time.Second)); l2 != nil {
 		t.Fatalf("%s handed out beyond the limit", l2.id.subject)
 	}
-	d.finish(slow[1], laneDone, time.Time{})
+	d.finish(slow[1], Done, time.Time{})
 	if l, _, _ := d.next(now.Add(time.Second)); l == nil || l.id.subject != "a4" {
 		t.Fatalf("want a4, got %v", l)
 	}
-	if n := d.pendingCount(); n != 3 {
+	if n := d.PendingCount(); n != 3 {
 		t.Errorf("pending %v, want 3 (a3, a4, b1 in flight)", n)
 	}
 }

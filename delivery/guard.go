@@ -1,4 +1,4 @@
-package outbox
+package delivery
 
 import (
 	"errors"
@@ -13,8 +13,12 @@ import (
 	"code.dny.dev/ssrf"
 )
 
-// errRefusedAddress marks a delivery refused by the SSRF guard.
-var errRefusedAddress = errors.New("refused address")
+// ErrRefusedAddress marks a delivery refused by the SSRF guard.
+var ErrRefusedAddress = errors.New("refused address")
+
+// ErrInvalid marks a webhook URL that CheckURL refuses; outbox.ErrInvalid
+// is the same value, so that the admin API reports it as bad input.
+var ErrInvalid = errors.New("invalid input")
 
 // guard decides which addresses webhooks may reach. It is immutable after
 // construction and safe for concurrent use.
@@ -23,7 +27,7 @@ type guard struct {
 	allowed      []netip.Prefix
 }
 
-func newGuard(cfg DeliveryConfig) (*guard, error) {
+func newGuard(cfg Config) (*guard, error) {
 	g := &guard{allowPrivate: cfg.AllowPrivateNetworks}
 	for _, n := range cfg.AllowedNetworks {
 		p, err := netip.ParsePrefix(n)
@@ -124,7 +128,7 @@ func (g *guard) check(addr netip.Addr) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %s is a %s address; set delivery.allow_private_networks or add its network to delivery.allowed_networks to allow it", errRefusedAddress, addr, kind)
+	return fmt.Errorf("%w: %s is a %s address; set delivery.allow_private_networks or add its network to delivery.allowed_networks to allow it", ErrRefusedAddress, addr, kind)
 }
 
 // control is a net.Dialer Control function: it runs after name resolution,
@@ -133,7 +137,7 @@ func (g *guard) check(addr netip.Addr) error {
 func (g *guard) control(_, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return fmt.Errorf("%w: cannot parse dialed address %q", errRefusedAddress, address)
+		return fmt.Errorf("%w: cannot parse dialed address %q", ErrRefusedAddress, address)
 	}
 	return g.check(ap.Addr())
 }
@@ -142,7 +146,7 @@ func (g *guard) control(_, address string, _ syscall.RawConn) error {
 // networks are allowed, neither localhost nor an IP literal in a refused
 // range. Host names are checked again at dial time.
 //
-// Messages show the URL redacted (redactURL): they may be logged.
+// Messages show the URL redacted (RedactURL): they may be logged.
 func (g *guard) checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -150,9 +154,9 @@ func (g *guard) checkURL(raw string) error {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("%w: url %q is not a URL: %v", ErrInvalid, redactURL(raw), err)
+		return fmt.Errorf("%w: url %q is not a URL: %v", ErrInvalid, RedactURL(raw), err)
 	}
-	raw = redactURL(raw)
+	raw = RedactURL(raw)
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%w: url %q must be absolute and start with http:// or https://", ErrInvalid, raw)
 	}
