@@ -201,11 +201,11 @@ func startCluster(full config, ob *outbox.Outbox, logger *slog.Logger, reg prome
 	if !cfg.Enabled() {
 		return nil, nil
 	}
-	node, err := cluster.New(cfg, cluster.Options{Local: ob, StateTTL: ob.StateTTL(), Retention: full.Storage.Retention}, logger, reg)
+	node, err := cluster.New(cfg, cluster.Options{Local: ob, StateTTL: ob.StateTTL(), Retention: full.Storage.Retention, Delivery: full.Delivery}, logger, reg)
 	if err != nil {
 		return nil, err
 	}
-	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State()})
+	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true})
 	checks["nats"] = admin.Advisory(node.Check)
 	return node, nil
 }

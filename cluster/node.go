@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventtap/eventtap/delivery"
 )
 
 // ErrNATSUnreachable is what Check returns while this node cannot reach
@@ -68,6 +70,9 @@ type Options struct {
 	// Retention is how long the events stream keeps an event
 	// (storage.retention).
 	Retention time.Duration
+	// Delivery is the `delivery:` section, for the partitions this node
+	// owns.
+	Delivery delivery.Config
 }
 
 // New connects to NATS in the background (a node starts, and proxies,
@@ -168,6 +173,12 @@ func (n *Node) Run(ctx context.Context) error {
 		n.runRelay(ctx)
 	}()
 	defer func() { <-relayDone }()
+	deliveryDone := make(chan struct{})
+	defer func() {
+		if n.streamsReady.Load() {
+			<-deliveryDone
+		}
+	}()
 	var watching context.CancelFunc
 	watchDone := make(chan struct{})
 	close(watchDone)
@@ -195,10 +206,22 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}
 		if ok && !n.streamsReady.Load() {
-			if err := n.ensureStreams(ctx); err != nil {
+			if err := errors.Join(n.ensureStreams(ctx), n.ensureConsumers(ctx)); err != nil {
 				n.log.Warn("creating the cluster's JetStream streams failed; retrying", "err", err)
 			} else {
 				n.streamsReady.Store(true)
+				go func() {
+					defer close(deliveryDone)
+					for ctx.Err() == nil {
+						if err := n.runDelivery(ctx, n.opts.Local); err != nil && ctx.Err() == nil {
+							n.log.Warn("delivery from the cluster's stream stopped; restarting it", "err", err)
+							select {
+							case <-ctx.Done():
+							case <-time.After(time.Second):
+							}
+						}
+					}
+				}()
 			}
 		}
 		select {
@@ -256,12 +279,12 @@ func (n *Node) setHealthy(ok bool, err error) {
 	}
 }
 
-// ensureBuckets creates (or updates, so that changed settings apply) the
-// key-value buckets of docs/cluster.md §2.
+// ensureBuckets creates the key-value buckets of docs/cluster.md §2, or
+// updates them when a setting such as replicas changed.
 func (n *Node) ensureBuckets(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	wh, err := n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	wh, err := n.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      n.cfg.Name + "_webhooks",
 		Description: "eventtap webhook registry",
 		History:     5,
@@ -269,9 +292,9 @@ func (n *Node) ensureBuckets(ctx context.Context) error {
 		Replicas:    n.cfg.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("bucket %s_webhooks: %w", n.cfg.Name, err)
+		return err
 	}
-	st, err := n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	st, err := n.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      n.cfg.Name + "_state",
 		Description: "eventtap `changed` values",
 		History:     1,
@@ -280,11 +303,28 @@ func (n *Node) ensureBuckets(ctx context.Context) error {
 		Replicas:    n.cfg.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("bucket %s_state: %w", n.cfg.Name, err)
+		return err
 	}
 	n.buckets.Store(&buckets{webhooks: wh, state: st})
 	n.log.Info("cluster buckets ready", "name", n.cfg.Name, "replicas", n.cfg.Replicas)
 	return nil
+}
+
+// bucket opens a bucket, creating it or updating its settings only when
+// needed: nodes starting together would otherwise update the same stream
+// at once, which nats-server does not expect of its clients.
+func (n *Node) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if s, err := n.js.Stream(ctx, "KV_"+cfg.Bucket); err == nil {
+		c := s.CachedInfo().Config
+		if c.Replicas == cfg.Replicas && c.MaxAge == cfg.TTL && c.MaxMsgsPerSubject == int64(cfg.History) {
+			return n.js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	kv, err := n.js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }
 
 // Check is a readiness check that never fails the probe (the proxy works

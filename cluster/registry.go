@@ -10,13 +10,14 @@ import (
 	"github.com/eventtap/eventtap/outbox"
 )
 
-// Local is what the node keeps in step with the shared registry: this
-// node's outbox (see outbox/cluster_seam.go).
+// Local is this node's outbox (see outbox/cluster_seam.go): the node keeps
+// its registry in step, relays what it commits and delivers from it.
 type Local interface {
 	ApplyWebhook(ctx context.Context, id string, value []byte, rev uint64) error
 	ForgetWebhook(ctx context.Context, id string, rev uint64) error
 	SyncRegistry(ctx context.Context, inRegistry map[string]bool, upload func(id string, value []byte) error) error
 	Relayer
+	Deliverer
 }
 
 // Registry returns the shared webhook registry, for outbox.Cluster.

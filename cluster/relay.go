@@ -56,8 +56,12 @@ func (n *Node) ensureStreams(ctx context.Context) error {
 	name := n.eventsStream()
 	meta := map[string]string{"eventtap.partitions": strconv.Itoa(Partitions)}
 	if s, err := n.js.Stream(ctx, name); err == nil {
-		if p := s.CachedInfo().Config.Metadata["eventtap.partitions"]; p != "" && p != meta["eventtap.partitions"] {
+		c := s.CachedInfo().Config
+		if p := c.Metadata["eventtap.partitions"]; p != "" && p != meta["eventtap.partitions"] {
 			return fmt.Errorf("stream %s has %s partitions, this eventtap uses %d; use another cluster.name", name, p, Partitions)
+		}
+		if c.Replicas == n.cfg.Replicas && c.MaxAge == n.opts.Retention {
+			return nil // as configured: nothing to update
 		}
 	}
 	_, err := n.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{

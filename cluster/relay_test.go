@@ -37,7 +37,7 @@ func startTestNode(t *testing.T, url, name string) *testNode {
 	}
 	cfg := DefaultConfig()
 	cfg.NATS.URLs, cfg.Node = []string{url}, name
-	node, err := New(cfg, Options{Local: ob, StateTTL: ob.StateTTL(), Retention: storage.Retention}, logger, reg)
+	node, err := New(cfg, Options{Local: ob, StateTTL: ob.StateTTL(), Retention: storage.Retention, Delivery: outbox.DefaultDeliveryConfig()}, logger, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,11 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/eventtap/eventtap/delivery"
 	"github.com/eventtap/eventtap/rules"
 )
 
@@ -56,6 +58,10 @@ type SharedState interface {
 type Cluster struct {
 	Registry Registry
 	State    SharedState
+	// StreamDelivery says that the cluster delivers events from its
+	// stream: the committer then fans no event out to local deliveries
+	// (the partition's owner does, see DeliveryTarget and Subscribers).
+	StreamDelivery bool
 	// StateTimeout bounds deciding one exchange's `changed` events against
 	// State; past it (or when State fails) the node decides against its
 	// own last values, as a single node does.
@@ -343,3 +349,31 @@ func (o *Outbox) SyncRegistry(ctx context.Context, inRegistry map[string]bool, u
 // StateTTL is how long a `changed` value is kept after it was last
 // written, so that the shared state expires as the local one does.
 func (o *Outbox) StateTTL() time.Duration { return o.stateTTL() }
+
+// localSubs returns the webhooks the committer fans an event of type typ
+// out to on this node: none when the cluster delivers from its stream.
+// whMu is held (shared) by the caller.
+func (o *Outbox) localSubs(typ string) []string {
+	if c := o.cl.hooks.Load(); c != nil && c.StreamDelivery {
+		return nil
+	}
+	return o.subs[typ]
+}
+
+// Subscribers returns the ids of the ENABLED webhooks of type typ, for a
+// partition owner fanning out an event it took from the cluster's stream.
+func (o *Outbox) Subscribers(typ string) []string {
+	o.whMu.RLock()
+	defer o.whMu.RUnlock()
+	return slices.Clone(o.subs[typ])
+}
+
+// DeliveryTarget returns where and how to send to webhook id, its status,
+// and false when no such webhook exists (any more).
+func (o *Outbox) DeliveryTarget(id string) (delivery.Target, WebhookStatus, bool) {
+	h := o.webhookCopy(id)
+	if h == nil {
+		return delivery.Target{}, "", false
+	}
+	return h.target(), h.Status, true
+}

@@ -634,7 +634,7 @@ func (o *Outbox) writeEvent(b *batch, ev *rules.Event, seq uint64, ch *change, n
 		return err
 	}
 	b.emits = append(b.emits, emitted{rec.Type, rec.Rule})
-	if subs := o.subs[rec.Type]; len(subs) > 0 {
+	if subs := o.localSubs(rec.Type); len(subs) > 0 {
 		d := (&deliveryRecord{State: Pending, NextAttemptAt: now}).marshal()
 		lv := laneValue{NextAttemptAt: now, ObservedAt: rec.ObservedAt}.marshal()
 		for _, wh := range subs {
