@@ -206,6 +206,14 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	if n := len(distinct(rc.at("/created"))); n != orders {
 		t.Errorf("ORDER_CREATED delivered %d times, want %d", n, orders)
 	}
+	// One history: every node lists every attempt, whichever node made it.
+	for _, sc := range nodes {
+		testkit.Eventually(t, 5*time.Second, "webhookLogs on "+sc.adminURL+" showing the whole cluster", func() bool {
+			var logs struct{ TotalCount int }
+			gql(t, sc.adminURL, `{ webhookLogs(first: 1) { totalCount } }`, nil).into(t, "webhookLogs", &logs)
+			return logs.TotalCount == 3*orders
+		})
+	}
 	if got := rc.at("/paused"); len(got) != 0 {
 		t.Errorf("the webhook disabled on node 1 received %d deliveries from the other nodes", len(got))
 	}

@@ -42,6 +42,9 @@ type Deliverer interface {
 	Subscribers(typ string) []string
 	DeliveryTarget(id string) (delivery.Target, outbox.WebhookStatus, bool)
 	WebhookIDs() []string
+	ObserveStreamAttempt(a *delivery.Attempt, ev outbox.Event) outbox.Log
+	LogViewPosition(ctx context.Context) (uint64, error)
+	ApplyLog(ctx context.Context, l outbox.Log, pos uint64) error
 }
 
 // held is an event message this node owns and has not acknowledged.
@@ -191,10 +194,11 @@ func (sd *streamDelivery) receive(ctx context.Context, cons jetstream.Consumer, 
 		sd.mu.Unlock()
 		old := 0
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if info, err := cons.Info(ictx); err == nil {
+		if info, err := cons.Info(ictx); err == nil && sd.olderUnacked(ictx, p, info.AckFloor.Stream, h.seq) {
 			// Every message delivered and not acknowledged: the previous
 			// owner's, which come back with NumDelivered > 1 (this one
-			// too, perhaps, counted below), and this one if it is new.
+			// too, perhaps, counted below), this one if it is new, and
+			// perhaps more pulled with it (then the wait times out).
 			old = info.NumAckPending
 			if md.NumDelivered == 1 {
 				old--
@@ -220,6 +224,24 @@ func (sd *streamDelivery) receive(ctx context.Context, cons jetstream.Consumer, 
 	ps.buffer = nil
 	sd.feedLocked(batch)
 	sd.mu.Unlock()
+}
+
+// olderUnacked reports whether partition p has a message between the
+// consumer's ack floor and seq, the first one this node received: one the
+// previous owner left unacknowledged (else a fresh start needs no wait).
+func (sd *streamDelivery) olderUnacked(ctx context.Context, p int, floor, seq uint64) bool {
+	if floor+1 >= seq {
+		return false
+	}
+	st, err := sd.n.js.Stream(ctx, sd.n.eventsStream())
+	if err != nil {
+		return true
+	}
+	m, err := st.GetMsg(ctx, floor+1, jetstream.WithGetMsgSubject(sd.n.eventSubject(p)))
+	if err != nil {
+		return !errors.Is(err, jetstream.ErrMsgNotFound)
+	}
+	return m.Sequence < seq
 }
 
 // flushWarm ends the warm-up of partitions whose time is up.
@@ -339,6 +361,7 @@ func (sd *streamDelivery) Prepare(_ context.Context, whID, subject string, it de
 // acknowledged (and the server has confirmed it) before the lane moves on.
 func (sd *streamDelivery) Record(ctx context.Context, a *delivery.Attempt) error {
 	h := a.State.(*held)
+	sd.n.shareLog(ctx, h.part, sd.local.ObserveStreamAttempt(a, h.ev))
 	sd.mu.Lock()
 	if _, ok := h.pending[a.WebhookID]; ok {
 		h.pending[a.WebhookID] = a.Number

@@ -212,15 +212,13 @@ func (n *Node) Run(ctx context.Context) error {
 				n.streamsReady.Store(true)
 				go func() {
 					defer close(deliveryDone)
-					for ctx.Err() == nil {
-						if err := n.runDelivery(ctx, n.opts.Local); err != nil && ctx.Err() == nil {
-							n.log.Warn("delivery from the cluster's stream stopped; restarting it", "err", err)
-							select {
-							case <-ctx.Done():
-							case <-time.After(time.Second):
-							}
-						}
-					}
+					viewDone := make(chan struct{})
+					go func() {
+						defer close(viewDone)
+						n.keep(ctx, "following the cluster's delivery logs", func() error { return n.runLogView(ctx, n.opts.Local) })
+					}()
+					defer func() { <-viewDone }()
+					n.keep(ctx, "delivery from the cluster's stream", func() error { return n.runDelivery(ctx, n.opts.Local) })
 				}()
 			}
 		}
@@ -245,6 +243,19 @@ func (n *Node) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-n.wake:
+		}
+	}
+}
+
+// keep runs fn again whenever it stops with an error, until ctx ends.
+func (n *Node) keep(ctx context.Context, what string, fn func() error) {
+	for ctx.Err() == nil {
+		if err := fn(); err != nil && ctx.Err() == nil {
+			n.log.Warn(what+" stopped; restarting it", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 		}
 	}
 }

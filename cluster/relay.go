@@ -50,34 +50,40 @@ func (n *Node) eventsStream() string { return n.cfg.Name + "_events" }
 
 func (n *Node) eventSubject(p int) string { return n.cfg.Name + ".events." + strconv.Itoa(p) }
 
-// ensureStreams creates or updates the events stream and checks that its
-// partition count is this binary's.
+// ensureStreams creates or updates the events and logs streams and
+// checks that the events' partition count is this binary's.
 func (n *Node) ensureStreams(ctx context.Context) error {
+	if err := n.ensureLogStream(ctx); err != nil {
+		return err
+	}
 	name := n.eventsStream()
 	meta := map[string]string{"eventtap.partitions": strconv.Itoa(Partitions)}
 	if s, err := n.js.Stream(ctx, name); err == nil {
-		c := s.CachedInfo().Config
-		if p := c.Metadata["eventtap.partitions"]; p != "" && p != meta["eventtap.partitions"] {
+		if p := s.CachedInfo().Config.Metadata["eventtap.partitions"]; p != "" && p != meta["eventtap.partitions"] {
 			return fmt.Errorf("stream %s has %s partitions, this eventtap uses %d; use another cluster.name", name, p, Partitions)
 		}
-		if c.Replicas == n.cfg.Replicas && c.MaxAge == n.opts.Retention {
-			return nil // as configured: nothing to update
-		}
 	}
-	_, err := n.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return n.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        name,
 		Description: "eventtap events, one message per event (Nats-Msg-Id = event id)",
 		Subjects:    []string{n.cfg.Name + ".events.*"},
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      n.opts.Retention,
-		Duplicates:  dedupeWindow,
-		Storage:     jetstream.FileStorage,
-		Replicas:    n.cfg.Replicas,
-		AllowDirect: true,
 		Metadata:    meta,
 	})
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", name, err)
+}
+
+// ensureStream creates a stream with the settings every eventtap stream
+// shares, or updates it when replicas or retention changed; left alone
+// otherwise, since nodes starting together would update it at once.
+func (n *Node) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	cfg.Retention, cfg.MaxAge, cfg.Duplicates = jetstream.LimitsPolicy, n.opts.Retention, dedupeWindow
+	cfg.Storage, cfg.Replicas, cfg.AllowDirect = jetstream.FileStorage, n.cfg.Replicas, true
+	if s, err := n.js.Stream(ctx, cfg.Name); err == nil {
+		if c := s.CachedInfo().Config; c.Replicas == cfg.Replicas && c.MaxAge == cfg.MaxAge {
+			return nil
+		}
+	}
+	if _, err := n.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	return nil
 }

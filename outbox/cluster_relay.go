@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/eventtap/eventtap/delivery"
 )
 
 // keyMetaRelay holds the sequence up to which events were relayed.
@@ -44,24 +46,7 @@ type relayState struct {
 // relayed (or the relay is failing, or the budget of Cluster.StateTimeout
 // ran out), so that order across nodes is response order.
 func (o *Outbox) StartRelay(ctx context.Context) (uint64, error) {
-	var after uint64
-	err := o.use(ctx, func() error {
-		return o.db.View(func(txn *badger.Txn) error {
-			item, err := txn.Get(keyMetaRelay)
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			return item.Value(func(v []byte) error {
-				if len(v) == 8 {
-					after = binary.BigEndian.Uint64(v)
-				}
-				return nil
-			})
-		})
-	})
+	after, err := o.metaU64(ctx, keyMetaRelay)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: reading the relay position: %w", err)
 	}
@@ -192,4 +177,73 @@ func DecodeRelayed(record []byte) (Event, error) {
 		return Event{}, err
 	}
 	return Event{ID: rec.ID, Type: rec.Type, Subject: rec.Subject, Rule: rec.Rule, CreatedAt: rec.ObservedAt, Payload: rec.Payload}, nil
+}
+
+// keyMetaLogView holds the position of this node's copy of the cluster's
+// log stream.
+var keyMetaLogView = []byte("m/logview")
+
+// ObserveStreamAttempt does for an attempt made from the cluster's stream
+// what Record does for a local one, apart from storing it: it counts the
+// attempt in the metrics and tracks the webhook's health (410,
+// disable_after, through the shared registry). It returns the attempt's
+// log, which the cluster shares with every node (ApplyLog).
+func (o *Outbox) ObserveStreamAttempt(a *delivery.Attempt, ev Event) Log {
+	rec := &eventRecord{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, Rule: ev.Rule, ObservedAt: ev.CreatedAt, Payload: ev.Payload}
+	failed := a.Failed()
+	o.observeAttempt(a.WebhookID, rec, &a.Result, failed, a.At)
+	if failed {
+		o.log.Warn("delivery failed after its last retry", "webhook", a.WebhookID, "event", ev.ID, "attempts", a.Number)
+	}
+	o.recordHealth(a.WebhookID, a.Result.OK(), a.Result.Status == 410, a.At)
+	return *attemptLog(rec, a)
+}
+
+// LogViewPosition returns the last position of the cluster's log stream
+// applied here (0: none).
+func (o *Outbox) LogViewPosition(ctx context.Context) (uint64, error) {
+	return o.metaU64(ctx, keyMetaLogView)
+}
+
+// metaU64 reads a uint64 meta key; 0 when it does not exist.
+func (o *Outbox) metaU64(ctx context.Context, key []byte) (uint64, error) {
+	var v uint64
+	err := o.use(ctx, func() error {
+		return o.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(key)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return item.Value(func(b []byte) error {
+				if len(b) == 8 {
+					v = binary.BigEndian.Uint64(b)
+				}
+				return nil
+			})
+		})
+	})
+	return v, err
+}
+
+// ApplyLog stores the log of an attempt made by any node (position pos
+// of the cluster's log stream), so that webhookLogs answers for the whole
+// cluster. The log gets this store's id and sequence; the position is
+// written with it. A log of a webhook deleted meanwhile is dropped.
+func (o *Outbox) ApplyLog(ctx context.Context, l Log, pos uint64) error {
+	return o.use(ctx, func() error {
+		req := o.queueAttempt(l.WebhookID, func(w entrySink) error {
+			if err := w.set(badger.NewEntry(keyMetaLogView, binary.BigEndian.AppendUint64(nil, pos))); err != nil {
+				return err
+			}
+			return o.writeLog(w, &l)
+		})
+		err := <-req.done
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	})
 }
