@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,42 +25,60 @@ import (
 type testNode struct {
 	ob   *outbox.Outbox
 	node *Node
+	stop func() // idempotent
 }
 
 func startTestNode(t *testing.T, url, name string) *testNode {
 	t.Helper()
+	return startTestNodeWith(t, []string{url}, name, 1)
+}
+
+// startTestNodeWith starts a node on the NATS servers urls with the given
+// replicas; it may deliver to loopback receivers.
+func startTestNodeWith(t *testing.T, urls []string, name string, replicas int) *testNode {
+	t.Helper()
+	return startTestNodeIn(t, t.TempDir(), urls, name, replicas)
+}
+
+// startTestNodeIn is startTestNodeWith on the outbox in dir.
+func startTestNodeIn(t *testing.T, dir string, urls []string, name string, replicas int) *testNode {
+	t.Helper()
 	storage := outbox.DefaultStorageConfig()
-	storage.Dir = t.TempDir()
+	storage.Dir = dir
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	reg := prometheus.NewRegistry()
-	ob, err := outbox.Open(context.Background(), storage, outbox.DefaultDeliveryConfig(), rules.EventTypes(nil), logger, reg)
+	dcfg := outbox.DefaultDeliveryConfig()
+	dcfg.AllowPrivateNetworks = true
+	dcfg.RetrySchedule, dcfg.Jitter = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, 0
+	ob, err := outbox.Open(context.Background(), storage, dcfg, rules.EventTypes(nil), logger, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
-	cfg.NATS.URLs, cfg.Node = []string{url}, name
-	node, err := New(cfg, Options{Local: ob, StateTTL: ob.StateTTL(), Retention: storage.Retention, Delivery: outbox.DefaultDeliveryConfig()}, logger, reg)
+	cfg.NATS.URLs, cfg.Node, cfg.Replicas = urls, name, replicas
+	node, err := New(cfg, Options{Local: ob, StateTTL: ob.StateTTL(), Retention: storage.Retention, Delivery: dcfg}, logger, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State()})
+	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = node.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		node.Close()
-		_ = ob.Close(context.Background())
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for node.Check(context.Background()) != nil || !node.streamsReady.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the node did not reach NATS within 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	tn := &testNode{ob: ob, node: node}
+	var once sync.Once
+	tn.stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			node.Close()
+			_ = ob.Close(context.Background())
+		})
 	}
-	return &testNode{ob: ob, node: node}
+	t.Cleanup(tn.stop)
+	testkit.Eventually(t, 20*time.Second, "the node reaches NATS", func() bool {
+		return node.Check(context.Background()) == nil && node.streamsReady.Load()
+	})
+	return tn
 }
 
 func (tn *testNode) commit(t *testing.T, subject string) {
@@ -133,4 +153,50 @@ func TestRelayOutage(t *testing.T) {
 	if len(seen) != 50 {
 		t.Fatalf("stream holds %d distinct events, want 50", len(seen))
 	}
+}
+
+// TestRegistryJoinAndRejoin: a single node turning cluster mode on keeps
+// its webhooks (they are uploaded to the registry); a node that was away
+// while a webhook was deleted forgets it when it comes back.
+func TestRegistryJoinAndRejoin(t *testing.T) {
+	ns := natstest.Start(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	storage := outbox.DefaultStorageConfig()
+	storage.Dir = dir
+	ob, err := outbox.Open(ctx, storage, outbox.DefaultDeliveryConfig(), rules.EventTypes(nil), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := ob.CreateWebhook(ctx, outbox.WebhookCreate{URL: "https://example.com/a", Type: "ORDER_CREATED"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ob.Close(ctx)
+
+	a := startTestNodeIn(t, dir, []string{ns.URL()}, "a", 1)
+	_, js := connect(t, ns.Server())
+	kv, err := js.KeyValue(ctx, "eventtap_webhooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the single node's webhook uploaded to the registry", func() bool {
+		_, err := kv.Get(ctx, local.ID)
+		return err == nil
+	})
+	b := startTestNode(t, ns.URL(), "b")
+	testkit.Eventually(t, 5*time.Second, "the uploaded webhook on node b", func() bool {
+		_, err := b.ob.Webhook(ctx, local.ID)
+		return err == nil
+	})
+
+	a.stop()
+	if err := b.ob.DeleteWebhook(ctx, local.ID); err != nil {
+		t.Fatal(err)
+	}
+	a = startTestNodeIn(t, dir, []string{ns.URL()}, "a", 1)
+	testkit.Eventually(t, 5*time.Second, "the webhook deleted while node a was away forgotten by it", func() bool {
+		_, err := a.ob.Webhook(ctx, local.ID)
+		return errors.Is(err, outbox.ErrNotFound)
+	})
 }

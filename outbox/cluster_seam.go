@@ -317,7 +317,12 @@ func (o *Outbox) SyncRegistry(ctx context.Context, inRegistry map[string]bool, u
 	}
 	var errs []error
 	for _, id := range o.WebhookIDs() {
-		if inRegistry[id] {
+		o.whMu.RLock()
+		// A revision known in this process came from the registry (the
+		// watcher, or a change this node made after the first pass began).
+		known := o.cl.revs[id] > 0
+		o.whMu.RUnlock()
+		if inRegistry[id] || known {
 			continue
 		}
 		if joined {
