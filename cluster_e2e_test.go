@@ -309,6 +309,12 @@ type binaryNode struct {
 
 func startBinaryNode(t *testing.T, ns *natstest.Server, upstream, name string) *binaryNode {
 	t.Helper()
+	return startBinaryCommand(t, "serve", ns, upstream, name)
+}
+
+// startBinaryCommand runs `eventtap serve` or `eventtap deliver` (no proxy).
+func startBinaryCommand(t *testing.T, command string, ns *natstest.Server, upstream, name string) *binaryNode {
+	t.Helper()
 	dir := t.TempDir()
 	rules := readFile(t, "docs/examples/orders.rules.yaml")
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rules), 0o644); err != nil {
@@ -326,9 +332,20 @@ cluster: {nats: {urls: [%q]}, node: %s}
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startBinary(t, "serve", "--config", path)
-	proxy, admin := p.addrs(t, 20*time.Second)
-	n := &binaryNode{proc: p, proxyURL: "http://" + proxy, adminURL: "http://" + admin}
+	p := startBinary(t, command, "--config", path)
+	n := &binaryNode{proc: p}
+	if command == "serve" {
+		proxy, admin := p.addrs(t, 20*time.Second)
+		n.proxyURL, n.adminURL = "http://"+proxy, "http://"+admin
+	} else {
+		var admin string
+		testkit.Eventually(t, 20*time.Second, "the delivery node's admin address in its log", func() bool {
+			var ok bool
+			admin, ok = testkit.ListeningAddr(p.logs(), "admin server listening")
+			return ok
+		})
+		n.adminURL = "http://" + admin
+	}
 	waitNATS(t, &sidecar{adminURL: n.adminURL}, "ok")
 	return n
 }
@@ -483,5 +500,41 @@ func TestClusterNodeKilled(t *testing.T) {
 		if ack.changed[id+"/PAID"] && ack.changed[id+"/SHIPPED"] && first[id] != "PAID" {
 			t.Errorf("order %s: the first status change delivered was %q, want PAID", id, first[id])
 		}
+	}
+}
+
+// TestClusterDeliverNode: `eventtap deliver` runs a node with the admin
+// API and delivery but no proxy. Started first, it owns every partition,
+// so the events proxied by a serving node are delivered by it.
+func TestClusterDeliverNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two eventtap binaries; skipped with -short")
+	}
+	ns := natstest.Start(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	d := startBinaryCommand(t, "deliver", ns, api.URL, "deliverer")
+	if strings.Contains(d.proc.logs(), "proxy listening") {
+		t.Fatal("eventtap deliver started a proxy")
+	}
+	time.Sleep(2 * time.Second) // its pulls reach every partition first
+	s := startBinaryNode(t, ns, api.URL, "server")
+	rc := newHookReceiver(t)
+	rc.registerAt(t, &sidecar{adminURL: d.adminURL}, "ORDER_CREATED", "/created")
+	testkit.Eventually(t, 2*time.Second, "the webhook on the serving node", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, s.adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 1
+	})
+	for range 5 {
+		if code, body := do(t, http.MethodPost, s.proxyURL+"/orders", `{"customer":"d"}`); code != http.StatusCreated {
+			t.Fatalf("POST /orders: %d %s", code, body)
+		}
+	}
+	testkit.Eventually(t, 15*time.Second, "5 orders delivered", func() bool { return len(distinct(rc.at("/created"))) == 5 })
+	// scrape also sums the per-webhook series under the key without it.
+	const key = `eventtap_delivery_attempts_total{outcome="success",type="ORDER_CREATED"}`
+	if a, b := scrape(t, d.adminURL)[key], scrape(t, s.adminURL)[key]; a != 5 || b != 0 {
+		t.Errorf("successful attempts: %v by the delivery node, %v by the serving node; want 5 and 0", a, b)
 	}
 }

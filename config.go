@@ -35,6 +35,9 @@ type config struct {
 	Log      logConfig             `yaml:"log"`
 	Cluster  cluster.Config        `yaml:"cluster"`
 
+	// deliverOnly is set by `eventtap deliver`: no proxy (cluster mode).
+	deliverOnly bool
+
 	// rulesDecoded is false when the rules keys themselves failed to
 	// decode, so that compiling them would only repeat those problems.
 	rulesDecoded bool

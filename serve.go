@@ -80,15 +80,26 @@ func newLogger(c logConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func cmdServe(args []string, _, stderr io.Writer) int {
-	path, ok := configFlag("serve", args, stderr, nil)
+func cmdServe(args []string, _, stderr io.Writer) int { return runNode("serve", args, stderr) }
+
+// cmdDeliver runs a cluster node without the proxy (SPEC §1, §8): the
+// admin API and its share of delivery, for a delivery fleet apart from
+// the order service's pods.
+func cmdDeliver(args []string, _, stderr io.Writer) int { return runNode("deliver", args, stderr) }
+
+func runNode(name string, args []string, stderr io.Writer) int {
+	path, ok := configFlag(name, args, stderr, nil)
 	if !ok {
 		return 2
 	}
 	cfg, eng, err := loadAll(path)
 	if err != nil {
 		printProblems(stderr, err)
-		fmt.Fprintln(stderr, "eventtap serve: refusing to start; fix the problems above (eventtap validate --config", path+")")
+		fmt.Fprintf(stderr, "eventtap %s: refusing to start; fix the problems above (eventtap validate --config %s)\n", name, path)
+		return 1
+	}
+	if cfg.deliverOnly = name == "deliver"; cfg.deliverOnly && !cfg.Cluster.Enabled() {
+		fmt.Fprintf(stderr, "%s:1:1: cluster.nats.urls: eventtap deliver runs a delivery node of a cluster; set cluster.nats.urls (README, \"Running several replicas\"), or run eventtap serve\n", path)
 		return 1
 	}
 	logger := newLogger(cfg.Log, stderr)
@@ -151,20 +162,22 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 	if err != nil {
 		return err
 	}
-	px, err := proxy.New(cfg.Proxy, logger, reg, w, ob)
-	if err != nil {
-		return err
+	checks := map[string]admin.Check{"store": ob.Ping}
+	var px *proxy.Proxy
+	if !cfg.deliverOnly {
+		if px, err = proxy.New(cfg.Proxy, logger, reg, w, ob); err != nil {
+			return err
+		}
+		checks["upstream"] = px.CheckUpstream
 	}
 	// Every rule's counters exist at 0 from the start and after each
 	// reload (SPEC §6).
 	w.OnActivate(func(e *rules.Engine) {
-		px.SetRules(e.Names())
+		if px != nil {
+			px.SetRules(e.Names())
+		}
 		ob.SetRules(e.Rules())
 	})
-	checks := map[string]admin.Check{
-		"store":    ob.Ping,
-		"upstream": px.CheckUpstream,
-	}
 	node, err := startCluster(cfg, ob, logger, reg, checks)
 	if err != nil {
 		return err
@@ -175,15 +188,21 @@ func serve(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Logg
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return px.Run(gctx) })
+	if px != nil {
+		g.Go(func() error { return px.Run(gctx) })
+	}
 	g.Go(func() error { return adm.Run(gctx) })
 	g.Go(func() error { return w.Run(gctx) })
 	if node != nil {
 		defer node.Close()
 		g.Go(func() error { return node.Run(gctx) })
 	}
-	logger.Info("eventtap starting", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
-		"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)
+	if px != nil {
+		logger.Info("eventtap starting", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
+			"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)
+	} else {
+		logger.Info("eventtap starting a delivery node (no proxy)", "version", version, "admin", cfg.Admin.Listen, "node", node.Name())
+	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
