@@ -537,4 +537,34 @@ func TestClusterDeliverNode(t *testing.T) {
 	if a, b := scrape(t, d.adminURL)[key], scrape(t, s.adminURL)[key]; a != 5 || b != 0 {
 		t.Errorf("successful attempts: %v by the delivery node, %v by the serving node; want 5 and 0", a, b)
 	}
+
+	// eventtap_outbox_pending counts what the owner holds: two orders for
+	// a receiver that does not answer.
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	r := gql(t, d.adminURL, `mutation($url: String!) { webhookCreate(input: {url: $url, type: ORDER_CREATED}) { id } }`, map[string]any{"url": hang.URL})
+	if len(r.Errors) > 0 {
+		t.Fatal(r.Errors)
+	}
+	testkit.Eventually(t, 2*time.Second, "the hanging webhook on the serving node", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, s.adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 2
+	})
+	for range 2 {
+		do(t, http.MethodPost, s.proxyURL+"/orders", `{"customer":"h"}`)
+	}
+	testkit.Eventually(t, 10*time.Second, "eventtap_outbox_pending 2 on the delivery node", func() bool {
+		return scrape(t, d.adminURL)["eventtap_outbox_pending"] == 2
+	})
+	if v := scrape(t, s.adminURL)["eventtap_outbox_pending"]; v != 0 {
+		t.Errorf("eventtap_outbox_pending on the serving node = %v, want 0", v)
+	}
 }

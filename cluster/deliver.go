@@ -66,6 +66,11 @@ type partState struct {
 	warmUntil time.Time
 	waitOld   int // redeliveries still expected
 	buffer    []*held
+	cons      jetstream.Consumer
+	// lastCons is the consumer sequence of the last delivery received: a
+	// jump means deliveries were lost on the way (a server that died, a
+	// reconnection), which come back only after ackWait, behind newer ones.
+	lastCons uint64
 }
 
 // streamDelivery runs this node's share of delivery.
@@ -117,6 +122,8 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 	defer sender.Close()
 	sd := &streamDelivery{n: n, local: local, msgs: map[uint64]*held{}}
 	sd.disp = delivery.NewDispatcher(n.opts.Delivery, sender, delivery.Options{Logger: n.log})
+	n.owned.Store(sd.disp)
+	defer n.owned.Store(nil)
 	var ccs []jetstream.ConsumeContext
 	defer func() {
 		for _, cc := range ccs {
@@ -207,10 +214,17 @@ func (sd *streamDelivery) receive(ctx context.Context, cons jetstream.Consumer, 
 		cancel()
 		sd.mu.Lock()
 		if old > 0 {
-			ps.warmUntil, ps.waitOld = time.Now().Add(ackWait+time.Second), old
+			// A cap: normally flushWarm ends the wait as soon as every
+			// unacknowledged message of p is here.
+			ps.warmUntil, ps.waitOld, ps.cons = time.Now().Add(2*ackWait+time.Second), old, cons
 			sd.n.log.Info("took over a partition; waiting for its unacknowledged events before delivering", "partition", p, "pending", old)
 		}
 	}
+	if last := ps.lastCons; last > 0 && md.Sequence.Consumer > last+1 && md.NumDelivered == 1 && ps.waitOld == 0 {
+		ps.warmUntil, ps.waitOld, ps.cons = time.Now().Add(2*ackWait+time.Second), int(md.Sequence.Consumer-last-1), cons
+		sd.n.log.Info("deliveries of a partition were lost on the way; waiting for them before delivering newer ones", "partition", p, "missing", ps.waitOld)
+	}
+	ps.lastCons = max(ps.lastCons, md.Sequence.Consumer)
 	if md.NumDelivered > 1 && ps.waitOld > 0 {
 		ps.waitOld--
 	}
@@ -244,18 +258,58 @@ func (sd *streamDelivery) olderUnacked(ctx context.Context, p int, floor, seq ui
 	return m.Sequence < seq
 }
 
-// flushWarm ends the warm-up of partitions whose time is up.
+// flushWarm ends the warm-up of partitions whose time is up, or whose
+// unacknowledged messages are all here: the consumer's NumAckPending
+// counts no more than this node holds (a consumer leader change may reset
+// the previous owner's redelivery timers, so a fixed wait is not enough).
 func (sd *streamDelivery) flushWarm(now time.Time) {
+	type check struct {
+		p    int
+		cons jetstream.Consumer
+		ours int
+	}
+	var checks []check
 	sd.mu.Lock()
-	defer sd.mu.Unlock()
 	for p := range sd.parts {
 		ps := &sd.parts[p]
-		if len(ps.buffer) > 0 && !now.Before(ps.warmUntil) {
-			batch := ps.buffer
-			ps.buffer, ps.warmUntil, ps.waitOld = nil, time.Time{}, 0
-			sd.feedLocked(batch)
+		if len(ps.buffer) == 0 {
+			continue
+		}
+		if !now.Before(ps.warmUntil) {
+			sd.flushLocked(ps)
+			continue
+		}
+		if ps.cons != nil {
+			ours := len(ps.buffer)
+			for _, h := range sd.msgs {
+				if h.part == p {
+					ours++
+				}
+			}
+			checks = append(checks, check{p, ps.cons, ours})
 		}
 	}
+	sd.mu.Unlock()
+	for _, c := range checks {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, err := c.cons.Info(ctx)
+		cancel()
+		if err != nil || info.NumAckPending > c.ours {
+			continue
+		}
+		sd.mu.Lock()
+		if ps := &sd.parts[c.p]; len(ps.buffer) > 0 {
+			sd.flushLocked(ps)
+		}
+		sd.mu.Unlock()
+	}
+}
+
+// flushLocked ends a partition's warm-up; mu is held.
+func (sd *streamDelivery) flushLocked(ps *partState) {
+	batch := ps.buffer
+	ps.buffer, ps.warmUntil, ps.waitOld, ps.cons = nil, time.Time{}, 0, nil
+	sd.feedLocked(batch)
 }
 
 // feedLocked gives messages to the lanes in stream order; mu is held.
@@ -393,4 +447,35 @@ func (sd *streamDelivery) done(h *held, whID string) error {
 		sd.n.log.Warn("acknowledging a delivered event failed", "event", h.ev.ID, "err", err)
 	}
 	return nil
+}
+
+// Owned returns the delivery work this node holds for the cluster, for
+// outbox.Cluster (the metrics count it with the node's own).
+func (n *Node) Owned() outbox.Backlogs { return owned{n} }
+
+type owned struct{ n *Node }
+
+func (o owned) PendingCount() float64 {
+	if d := o.n.owned.Load(); d != nil {
+		return d.PendingCount()
+	}
+	return 0
+}
+
+func (o owned) OldestPending(now time.Time) float64 {
+	if d := o.n.owned.Load(); d != nil {
+		return d.OldestPending(now)
+	}
+	return 0
+}
+
+func (o owned) Backlog(ids []string, now time.Time) []delivery.Backlog {
+	if d := o.n.owned.Load(); d != nil {
+		return d.Backlog(ids, now)
+	}
+	out := make([]delivery.Backlog, len(ids))
+	for i, id := range ids {
+		out[i].ID = id
+	}
+	return out
 }

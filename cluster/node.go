@@ -43,7 +43,10 @@ type Node struct {
 	// buckets is nil until JetStream answered and the buckets exist.
 	buckets      atomic.Pointer[buckets]
 	streamsReady atomic.Bool
-	healthy      atomic.Bool
+	// owned is the dispatcher of the partitions this node owns, nil
+	// while delivery is not running.
+	owned   atomic.Pointer[delivery.Dispatcher]
+	healthy atomic.Bool
 	// outages counts the times NATS went away, so that Run notices even
 	// an outage shorter than its probe interval.
 	outages atomic.Uint64

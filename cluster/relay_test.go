@@ -60,7 +60,7 @@ func startTestNodeIn(t *testing.T, dir string, urls []string, name string, repli
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true})
+	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true, Owned: node.Owned()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = node.Run(ctx) }()

@@ -234,12 +234,20 @@ func (o *Outbox) metaU64(ctx context.Context, key []byte) (uint64, error) {
 // written with it. A log of a webhook deleted meanwhile is dropped.
 func (o *Outbox) ApplyLog(ctx context.Context, l Log, pos uint64) error {
 	return o.use(ctx, func() error {
+		// As Commit does: Close closes the queues only after it has seen
+		// every sender that found the store open.
+		o.closeMu.RLock()
+		if o.closed {
+			o.closeMu.RUnlock()
+			return ErrClosed
+		}
 		req := o.queueAttempt(l.WebhookID, func(w entrySink) error {
 			if err := w.set(badger.NewEntry(keyMetaLogView, binary.BigEndian.AppendUint64(nil, pos))); err != nil {
 				return err
 			}
 			return o.writeLog(w, &l)
 		})
+		o.closeMu.RUnlock()
 		err := <-req.done
 		if errors.Is(err, ErrNotFound) {
 			return nil

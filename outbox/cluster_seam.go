@@ -62,6 +62,10 @@ type Cluster struct {
 	// stream: the committer then fans no event out to local deliveries
 	// (the partition's owner does, see DeliveryTarget and Subscribers).
 	StreamDelivery bool
+	// Owned is the delivery work this node holds for the cluster, which
+	// eventtap_outbox_pending and the per-webhook backlog gauges count
+	// with the node's own; nil when none.
+	Owned Backlogs
 	// StateTimeout bounds deciding one exchange's `changed` events against
 	// State; past it (or when State fails) the node decides against its
 	// own last values, as a single node does.
@@ -381,4 +385,56 @@ func (o *Outbox) DeliveryTarget(id string) (delivery.Target, WebhookStatus, bool
 		return delivery.Target{}, "", false
 	}
 	return h.target(), h.Status, true
+}
+
+// Backlogs is what a dispatcher says about the work it holds
+// (delivery.Dispatcher implements it).
+type Backlogs interface {
+	PendingCount() float64
+	OldestPending(now time.Time) float64
+	Backlog(ids []string, now time.Time) []delivery.Backlog
+}
+
+func (o *Outbox) owned() Backlogs {
+	if c := o.cl.hooks.Load(); c != nil && c.Owned != nil {
+		return c.Owned
+	}
+	return nil
+}
+
+// pendingCount is eventtap_outbox_pending: this node's deliveries, and in
+// cluster mode those of the partitions it owns.
+func (o *Outbox) pendingCount() float64 {
+	n := o.disp.PendingCount()
+	if b := o.owned(); b != nil {
+		n += b.PendingCount()
+	}
+	return n
+}
+
+func (o *Outbox) oldestPending() float64 {
+	now := o.now()
+	age := o.disp.OldestPending(now)
+	if b := o.owned(); b != nil {
+		age = max(age, b.OldestPending(now))
+	}
+	return age
+}
+
+// allBacklogs is webhookBacklogs with the partitions this node owns.
+func (o *Outbox) allBacklogs() []delivery.Backlog {
+	out := o.webhookBacklogs()
+	b := o.owned()
+	if b == nil {
+		return out
+	}
+	ids := make([]string, len(out))
+	for i := range out {
+		ids[i] = out[i].ID
+	}
+	for i, c := range b.Backlog(ids, o.now()) {
+		out[i].Pending += c.Pending
+		out[i].Oldest = max(out[i].Oldest, c.Oldest)
+	}
+	return out
 }

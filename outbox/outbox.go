@@ -211,7 +211,7 @@ func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, event
 	if hooks != nil && hooks.freeBytes != nil {
 		o.space.free = hooks.freeBytes
 	}
-	if o.metrics, err = newMetrics(reg, o.disp.PendingCount, func() float64 { return o.disp.OldestPending(o.now()) }, o.webhookBacklogs); err != nil {
+	if o.metrics, err = newMetrics(reg, o.pendingCount, o.oldestPending, o.allBacklogs); err != nil {
 		return nil, err
 	}
 
