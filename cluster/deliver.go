@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strconv"
 	"sync"
@@ -124,30 +125,58 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 	sd.disp = delivery.NewDispatcher(n.opts.Delivery, sender, delivery.Options{Logger: n.log})
 	n.owned.Store(sd.disp)
 	defer n.owned.Store(nil)
-	var ccs []jetstream.ConsumeContext
-	defer func() {
-		for _, cc := range ccs {
-			cc.Stop()
-		}
-	}()
+	var consumers [Partitions]jetstream.Consumer
 	for p := range Partitions {
-		cons, err := n.js.Consumer(ctx, n.eventsStream(), n.consumerName(p))
-		if err != nil {
+		if consumers[p], err = n.js.Consumer(ctx, n.eventsStream(), n.consumerName(p)); err != nil {
 			return fmt.Errorf("consumer %s: %w", n.consumerName(p), err)
 		}
-		cc, err := cons.Consume(func(m jetstream.Msg) { sd.receive(ctx, cons, p, m) },
-			jetstream.PullPriorityGroup(priorityGroup),
-			jetstream.PullExpiry(time.Second),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				if errors.Is(err, jetstream.ErrPinIDMismatch) {
-					sd.lost(p)
-				}
-			}))
-		if err != nil {
-			return fmt.Errorf("consuming %s: %w", n.consumerName(p), err)
-		}
-		ccs = append(ccs, cc)
 	}
+	active := map[int]jetstream.ConsumeContext{}
+	defer func() {
+		// Stopping (a rolling restart): give every partition back at once.
+		for p, cc := range active {
+			cc.Stop()
+			sd.release(context.Background(), p)
+		}
+	}()
+	// balance pulls the partitions this node is preferred for among the
+	// live members, and gives back the others (docs/cluster.md §4).
+	balance := func() error {
+		live, err := n.members(ctx)
+		if err != nil {
+			return nil // keep what we have until membership answers again
+		}
+		for p := range Partitions {
+			want := preferred(p, live) == n.cfg.Node
+			cc, on := active[p]
+			switch {
+			case want && !on:
+				cons := consumers[p]
+				cc, err := cons.Consume(func(m jetstream.Msg) { sd.receive(ctx, cons, p, m) },
+					jetstream.PullPriorityGroup(priorityGroup),
+					jetstream.PullExpiry(time.Second),
+					jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+						if errors.Is(err, jetstream.ErrPinIDMismatch) {
+							sd.lost(p)
+						}
+					}))
+				if err != nil {
+					return fmt.Errorf("consuming %s: %w", n.consumerName(p), err)
+				}
+				active[p] = cc
+			case !want && on:
+				cc.Stop()
+				delete(active, p)
+				sd.release(ctx, p)
+			}
+		}
+		return nil
+	}
+	if err := balance(); err != nil {
+		return err
+	}
+	rebalance := time.NewTicker(time.Second)
+	defer rebalance.Stop()
 	dctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); sd.disp.Run(dctx, sd) }()
@@ -166,8 +195,60 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 			sd.flushWarm(time.Now())
 		case <-t.C:
 			sd.heartbeat()
+		case <-rebalance.C:
+			if err := balance(); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// preferred returns the member that partition p prefers (rendezvous
+// hashing), so that each of N members owns about 32/N partitions and a
+// member leaving or joining moves only its share.
+func preferred(p int, members []string) string {
+	var best string
+	var top uint32
+	for _, m := range members {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(m + "/" + strconv.Itoa(p)))
+		if v := h.Sum32(); best == "" || v > top || (v == top && m < best) {
+			best, top = m, v
+		}
+	}
+	return best
+}
+
+// release gives partition p back: its held messages are negatively
+// acknowledged, so that the node now preferred gets them at once (through
+// its takeover barrier), and the pin is lifted so that it is pinned
+// without waiting for pinnedTTL. Attempts in flight finish unrecorded:
+// at most duplicates.
+func (sd *streamDelivery) release(ctx context.Context, p int) {
+	sd.mu.Lock()
+	var ms []jetstream.Msg
+	ps := &sd.parts[p]
+	for _, h := range ps.buffer {
+		ms = append(ms, h.msg)
+	}
+	*ps = partState{}
+	for seq, h := range sd.msgs {
+		if h.part == p {
+			h.dropped = true
+			delete(sd.msgs, seq)
+			ms = append(ms, h.msg)
+		}
+	}
+	sd.mu.Unlock()
+	for _, m := range ms {
+		_ = m.Nak()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if st, err := sd.n.js.Stream(ctx, sd.n.eventsStream()); err == nil {
+		_ = st.UnpinConsumer(ctx, sd.n.consumerName(p), priorityGroup)
+	}
+	sd.n.log.Info("gave a partition to the node now preferred for it", "partition", p)
 }
 
 // receive takes one message of partition p.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,7 @@ type Node struct {
 type buckets struct {
 	webhooks jetstream.KeyValue
 	state    jetstream.KeyValue
+	nodes    jetstream.KeyValue // membership: one key per live node
 }
 
 // Options are what the node needs from the rest of the process.
@@ -191,9 +193,20 @@ func (n *Node) Run(ctx context.Context) error {
 			<-watchDone
 		}
 	}()
+	defer func() {
+		// Leaving: the others take this node's partitions at once.
+		if b := n.buckets.Load(); b != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = b.nodes.Delete(dctx, n.cfg.Node)
+			cancel()
+		}
+	}()
 	var seen uint64 // outages the watcher has been restarted for
 	for {
 		ok := n.probe(ctx)
+		if b := n.buckets.Load(); ok && b != nil {
+			n.heartbeatMember(ctx, b.nodes)
+		}
 		if o := n.outages.Load(); ok && o != seen && watching != nil {
 			seen = o
 			// Back from an outage: a fresh watcher (whose first pass
@@ -319,7 +332,19 @@ func (n *Node) ensureBuckets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.buckets.Store(&buckets{webhooks: wh, state: st})
+	nodes, err := n.bucket(ctx, jetstream.KeyValueConfig{
+		Bucket:      n.cfg.Name + "_nodes",
+		Description: "eventtap nodes alive (each puts its key every few seconds)",
+		History:     1,
+		TTL:         memberTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    n.cfg.Replicas,
+	})
+	if err != nil {
+		return err
+	}
+	n.buckets.Store(&buckets{webhooks: wh, state: st, nodes: nodes})
+	n.heartbeatMember(ctx, nodes) // seen by the others at once, not a probe later
 	n.log.Info("cluster buckets ready", "name", n.cfg.Name, "replicas", n.cfg.Replicas)
 	return nil
 }
@@ -339,6 +364,37 @@ func (n *Node) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstr
 		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
+}
+
+// memberTTL is how long a node counts as alive after its last heartbeat;
+// its partitions move about this long after it died.
+const memberTTL = 10 * time.Second
+
+// heartbeatMember puts this node's membership key (every healthEvery).
+func (n *Node) heartbeatMember(ctx context.Context, kv jetstream.KeyValue) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := kv.Put(ctx, n.cfg.Node, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		n.log.Debug("membership heartbeat failed", "err", err)
+	}
+}
+
+// members returns the live nodes, this one included.
+func (n *Node) members(ctx context.Context) ([]string, error) {
+	b := n.buckets.Load()
+	if b == nil {
+		return nil, ErrNATSUnreachable
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	keys, err := b.nodes.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, err
+	}
+	if !slices.Contains(keys, n.cfg.Node) {
+		keys = append(keys, n.cfg.Node)
+	}
+	return keys, nil
 }
 
 // Check is a readiness check that never fails the probe (the proxy works
