@@ -37,6 +37,7 @@ type Relayer interface {
 	RelayWake() <-chan struct{}
 	RelayBatch(ctx context.Context, after uint64, limit int) ([]outbox.RelayEvent, uint64, error)
 	Relayed(ctx context.Context, upTo uint64, err error) error
+	SaveRelayed(ctx context.Context) error
 }
 
 // partition returns the partition of an event's subject.
@@ -102,6 +103,14 @@ func (n *Node) runRelay(ctx context.Context) {
 	wake := rl.RelayWake()
 	idle := time.NewTimer(0)
 	defer idle.Stop()
+	defer func() {
+		// Stopping: keep the position, so that a restart resends nothing.
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := rl.SaveRelayed(sctx); err != nil && !errors.Is(err, outbox.ErrClosed) {
+			n.log.Warn("saving the relay position at shutdown failed (events may be sent again; the stream drops copies by id)", "err", err)
+		}
+	}()
 	for {
 		evs, last, err := rl.RelayBatch(ctx, after, relayWindow)
 		if err != nil {
