@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eventtap/eventtap/admin"
+	"github.com/eventtap/eventtap/cluster"
 	"github.com/eventtap/eventtap/configerr"
 	"github.com/eventtap/eventtap/outbox"
 	"github.com/eventtap/eventtap/proxy"
@@ -32,6 +33,10 @@ type config struct {
 	Delivery outbox.DeliveryConfig `yaml:"delivery"`
 	Rules    rules.Config          `yaml:",inline"`
 	Log      logConfig             `yaml:"log"`
+	Cluster  cluster.Config        `yaml:"cluster"`
+
+	// deliverOnly is set by `eventtap deliver`: no proxy (cluster mode).
+	deliverOnly bool
 
 	// rulesDecoded is false when the rules keys themselves failed to
 	// decode, so that compiling them would only repeat those problems.
@@ -57,6 +62,7 @@ func defaultConfig() config {
 		Delivery: outbox.DefaultDeliveryConfig(),
 		Rules:    rules.DefaultConfig(),
 		Log:      logConfig{Level: "info", Format: "json"},
+		Cluster:  cluster.DefaultConfig(),
 	}
 }
 
@@ -123,6 +129,7 @@ func parseConfig(file string, data []byte, tokenOverride string) (config, error)
 		{[]string{"delivery"}, cfg.Delivery.Validate()},
 		{nil, cfg.Rules.Validate()},
 		{[]string{"log"}, cfg.Log.Validate()},
+		{[]string{"cluster"}, cfg.Cluster.Validate()},
 	}
 	for _, s := range sections {
 		for _, e := range flatten(s.err) {

@@ -28,6 +28,7 @@ Usage:
   eventtap rules test --config FILE --exchange EX.json  show which rules match a recorded exchange
   eventtap demo [--listen ADDR] [--admin ADDR] [--api ADDR] [--receiver ADDR] [--data DIR]
                                                       run a self-contained demo (order API + sidecar + receiver)
+  eventtap deliver  --config FILE                     cluster mode only: the admin API and delivery, no proxy
   eventtap version                                    print the version
 `
 
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "deliver":
+		return cmdDeliver(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "eventtap %s\n", version)
 		return 0

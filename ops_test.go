@@ -27,6 +27,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/eventtap/eventtap/internal/natstest"
 	"github.com/eventtap/eventtap/internal/testkit"
 )
 
@@ -93,7 +94,11 @@ func gatherAfterTraffic(t *testing.T) (map[string]bool, map[string]map[string]bo
     when: {method: POST, path: /broken}
     subject: response.body.id
 `
-	sc := startSidecar(t, upstream.URL, rulesYAML, "")
+	// In cluster mode, which exposes every single-node metric plus the
+	// cluster's own (README "Running several replicas").
+	ns := natstest.Start(t)
+	sc := startSidecar(t, upstream.URL, rulesYAML, fmt.Sprintf("cluster: {nats: {urls: [%q]}}\n", ns.URL()))
+	waitNATS(t, sc, "ok")
 	rc := newHookReceiver(t)
 	rc.register(t, sc.adminURL, "ORDER_CREATED")
 	do(t, http.MethodPost, sc.proxyURL+"/orders", `{}`)
@@ -144,6 +149,8 @@ var dashboardTopics = []string{
 	"eventtap_webhook_pending",
 	"eventtap_webhook_oldest_pending_seconds",
 	"eventtap_webhooks",
+	"eventtap_cluster_connected",
+	"eventtap_cluster_relay_pending",
 }
 
 // Every condition the alerts must cover, by the metric its rule reads.
@@ -158,6 +165,8 @@ var alertTopics = []string{
 	"eventtap_rules_reloads_total",
 	"eventtap_deliveries_failed_total",
 	"eventtap_webhooks",
+	"eventtap_cluster_connected",
+	"eventtap_cluster_relay_pending",
 }
 
 // ---- PromQL metric-name extraction

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/eventtap/eventtap/admin"
+	"github.com/eventtap/eventtap/cluster"
 	"github.com/eventtap/eventtap/outbox"
 	"github.com/eventtap/eventtap/proxy"
 	"github.com/eventtap/eventtap/rules"
@@ -80,15 +81,26 @@ func newLogger(c logConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func cmdServe(args []string, _, stderr io.Writer) int {
-	path, ok := configFlag("serve", args, stderr, nil)
+func cmdServe(args []string, _, stderr io.Writer) int { return runNode("serve", args, stderr) }
+
+// cmdDeliver runs a cluster node without the proxy (SPEC §1, §8): the
+// admin API and its share of delivery, for a delivery fleet apart from
+// the order service's pods.
+func cmdDeliver(args []string, _, stderr io.Writer) int { return runNode("deliver", args, stderr) }
+
+func runNode(name string, args []string, stderr io.Writer) int {
+	path, ok := configFlag(name, args, stderr, nil)
 	if !ok {
 		return 2
 	}
 	cfg, eng, err := loadAll(path)
 	if err != nil {
 		printProblems(stderr, err)
-		fmt.Fprintln(stderr, "eventtap serve: refusing to start; fix the problems above (eventtap validate --config", path+")")
+		fmt.Fprintf(stderr, "eventtap %s: refusing to start; fix the problems above (eventtap validate --config %s)\n", name, path)
+		return 1
+	}
+	if cfg.deliverOnly = name == "deliver"; cfg.deliverOnly && !cfg.Cluster.Enabled() {
+		fmt.Fprintf(stderr, "%s:1:1: cluster.nats.urls: eventtap deliver runs a delivery node of a cluster; set cluster.nats.urls (README, \"Running several replicas\"), or run eventtap serve\n", path)
 		return 1
 	}
 	logger := newLogger(cfg.Log, stderr)
@@ -160,31 +172,40 @@ func serveOn(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Lo
 	if err != nil {
 		return err
 	}
-	px, err := proxy.New(cfg.Proxy, logger, reg, w, ob)
-	if err != nil {
-		return err
+	checks := map[string]admin.Check{"store": ob.Ping}
+	var px *proxy.Proxy
+	if !cfg.deliverOnly {
+		if px, err = proxy.New(cfg.Proxy, logger, reg, w, ob); err != nil {
+			return err
+		}
+		checks["upstream"] = px.CheckUpstream
 	}
 	// Every rule's counters exist at 0 from the start and after each
 	// reload (SPEC §6).
 	w.OnActivate(func(e *rules.Engine) {
-		px.SetRules(e.Names())
+		if px != nil {
+			px.SetRules(e.Names())
+		}
 		ob.SetRules(e.Rules())
 	})
-	adm, err := admin.New(cfg.Admin, logger, reg, ob, eventTypes, map[string]admin.Check{
-		"store":    ob.Ping,
-		"upstream": px.CheckUpstream,
-	})
+	node, err := startCluster(cfg, ob, logger, reg, checks)
+	if err != nil {
+		return err
+	}
+	adm, err := admin.New(cfg.Admin, logger, reg, ob, eventTypes, checks)
 	if err != nil {
 		return err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if lns.proxy != nil {
-			return px.Serve(gctx, lns.proxy)
-		}
-		return px.Run(gctx)
-	})
+	if px != nil {
+		g.Go(func() error {
+			if lns.proxy != nil {
+				return px.Serve(gctx, lns.proxy)
+			}
+			return px.Run(gctx)
+		})
+	}
 	g.Go(func() error {
 		if lns.admin != nil {
 			return adm.Serve(gctx, lns.admin)
@@ -192,12 +213,38 @@ func serveOn(ctx context.Context, cfg config, eng *rules.Engine, logger *slog.Lo
 		return adm.Run(gctx)
 	})
 	g.Go(func() error { return w.Run(gctx) })
-	logger.Info("eventtap starting", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
-		"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)
+	if node != nil {
+		defer node.Close()
+		g.Go(func() error { return node.Run(gctx) })
+	}
+	if px != nil {
+		logger.Info("eventtap starting", "version", version, "proxy", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream,
+			"admin", cfg.Admin.Listen, "rules", eng.Len(), "durability", cfg.Proxy.Durability)
+	} else {
+		logger.Info("eventtap starting a delivery node (no proxy)", "version", version, "admin", cfg.Admin.Listen, "node", node.Name())
+	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	logger.Info("eventtap stopping: servers closed, flushing the outbox")
 	return err
+}
+
+// startCluster joins the cluster when `cluster` is configured (SPEC §8):
+// the outbox then shares its registry and `changed` state through NATS,
+// and /readyz reports NATS without failing on it. It returns nil on one
+// node.
+func startCluster(full config, ob *outbox.Outbox, logger *slog.Logger, reg prometheus.Registerer, checks map[string]admin.Check) (*cluster.Node, error) {
+	cfg := full.Cluster
+	if !cfg.Enabled() {
+		return nil, nil
+	}
+	node, err := cluster.New(cfg, cluster.Options{Local: ob, StateTTL: ob.StateTTL(), Retention: full.Storage.Retention, Delivery: full.Delivery}, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true, Owned: node.Owned()})
+	checks["nats"] = admin.Advisory(node.Check)
+	return node, nil
 }

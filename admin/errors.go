@@ -16,6 +16,7 @@ const (
 	codeNotFound        = "NOT_FOUND"
 	codeUnauthenticated = "UNAUTHENTICATED"
 	codeInternal        = "INTERNAL"
+	codeUnavailable     = "UNAVAILABLE"
 )
 
 // codedError is a resolver error that graphql-go reports with
@@ -58,6 +59,11 @@ func storeError(ctx context.Context, logger *slog.Logger, op, what string, err e
 	case errors.Is(err, outbox.ErrInvalid):
 		// The store's message says what is wrong and how to fix it.
 		return &codedError{code: codeBadUserInput, msg: err.Error()}
+	case errors.Is(err, outbox.ErrUnavailable), errors.Is(err, outbox.ErrConflict):
+		// Cluster mode: NATS is unreachable, or other nodes kept changing
+		// the same webhook; nothing was changed, and a retry may succeed.
+		logger.WarnContext(ctx, "store call refused by the cluster", "op", op, "err", err)
+		return &codedError{code: codeUnavailable, msg: "the cluster's shared registry (NATS JetStream) cannot be changed right now; nothing was changed, retry later"}
 	case errors.Is(err, outbox.ErrClosed):
 		return &codedError{code: codeInternal, msg: "the event store is shutting down; retry against the new instance"}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -198,6 +198,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// Advisory wraps a readiness check whose failure /readyz reports (status
+// "warn") without failing: NATS in cluster mode, without which the proxy
+// still serves.
+func Advisory(c Check) Check {
+	return func(ctx context.Context) error {
+		if err := c(ctx); err != nil {
+			return advisoryError{err}
+		}
+		return nil
+	}
+}
+
+type advisoryError struct{ error }
+
+func (e advisoryError) Unwrap() error { return e.error }
+
 // checkResult is one check's entry in /readyz's body.
 type checkResult struct {
 	Status string `json:"status"`
@@ -220,6 +236,9 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 			res := checkResult{Status: "ok"}
 			if err := runCheck(ctx, check); err != nil {
 				res = checkResult{Status: "fail", Error: err.Error()}
+				if errors.As(err, new(advisoryError)) {
+					res.Status = "warn"
+				}
 			}
 			mu.Lock()
 			results[name] = res
@@ -230,7 +249,7 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 
 	status, code := "ok", http.StatusOK
 	for name, res := range results {
-		if res.Status != "ok" {
+		if res.Status == "fail" {
 			status, code = "fail", http.StatusServiceUnavailable
 			s.logger.WarnContext(r.Context(), "readiness check failed", "check", name, "err", res.Error)
 		}

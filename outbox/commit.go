@@ -25,6 +25,8 @@ type commitRequest struct {
 	webhookID string
 	err       error // this request's own outcome (set by the committer)
 	done      chan error
+	shared    sharedDecisions // `changed` decided by the cluster (cluster_seam.go)
+	seq       uint64          // the last event sequence of the request, for the relay (cluster_relay.go)
 }
 
 // maxBatchEvents bounds one group-commit batch so that a burst cannot build
@@ -46,6 +48,7 @@ func (o *Outbox) Commit(ctx context.Context, events []rules.Event) error {
 		return err
 	}
 	req := &commitRequest{events: events, done: make(chan error, 1)}
+	o.decideShared(ctx, req)
 	o.closeMu.RLock()
 	if o.closed {
 		o.closeMu.RUnlock()
@@ -60,6 +63,9 @@ func (o *Outbox) Commit(ctx context.Context, events []rules.Event) error {
 	o.closeMu.RUnlock()
 	select {
 	case err := <-req.done:
+		if err == nil {
+			o.waitRelayed(ctx, req.seq)
+		}
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -339,6 +345,7 @@ func (c *committer) add(b *batch, r *commitRequest) {
 			b.prevFailed = failures != c.failures
 		}
 		change, emit, err := c.applyState(b, ev, b.now)
+		change, emit = r.shared.override(i, change, emit)
 		if err != nil {
 			b.err = err
 			return
@@ -352,6 +359,7 @@ func (c *committer) add(b *batch, r *commitRequest) {
 			return
 		}
 	}
+	r.seq = c.seq
 }
 
 // write hands b's entries to Badger; finish runs when they are durable.
@@ -634,7 +642,7 @@ func (o *Outbox) writeEvent(b *batch, ev *rules.Event, seq uint64, ch *change, n
 		return err
 	}
 	b.emits = append(b.emits, emitted{rec.Type, rec.Rule})
-	if subs := o.subs[rec.Type]; len(subs) > 0 {
+	if subs := o.localSubs(rec.Type); len(subs) > 0 {
 		d := (&deliveryRecord{State: Pending, NextAttemptAt: now}).marshal()
 		lv := laneValue{NextAttemptAt: now, ObservedAt: rec.ObservedAt}.marshal()
 		for _, wh := range subs {

@@ -81,22 +81,7 @@ func (s store) Record(_ context.Context, a *delivery.Attempt, done func(error)) 
 	default:
 		rec.NextAttemptAt = a.Next
 	}
-	entry := &Log{
-		WebhookID:      whID,
-		EventID:        ev.ID,
-		Type:           ev.Type,
-		URL:            a.Target.URL,
-		CreatedAt:      now.UTC(),
-		ResponseStatus: res.Status,
-		Request:        string(ev.Payload),
-		Attempt:        rec.Attempts,
-		Duration:       res.Duration,
-		ResponseBody:   res.Body,
-		Succeeded:      res.OK(),
-	}
-	if res.Err != nil {
-		entry.Error = res.Err.Error()
-	}
+	entry := attemptLog(ev, a)
 	req := o.queueAttempt(whID, func(w entrySink) error {
 		if err := w.set(badger.NewEntry(deliveryKey(seq, whID), rec.marshal())); err != nil {
 			return err
@@ -153,6 +138,28 @@ func (o *Outbox) runRecorder() {
 	for r := range o.recording {
 		r.finish(<-r.req.done)
 	}
+}
+
+// attemptLog is the log of attempt a of event ev.
+func attemptLog(ev *eventRecord, a *delivery.Attempt) *Log {
+	res := &a.Result
+	l := &Log{
+		WebhookID:      a.WebhookID,
+		EventID:        ev.ID,
+		Type:           ev.Type,
+		URL:            a.Target.URL,
+		CreatedAt:      a.At.UTC(),
+		ResponseStatus: res.Status,
+		Request:        string(ev.Payload),
+		Attempt:        a.Number,
+		Duration:       res.Duration,
+		ResponseBody:   res.Body,
+		Succeeded:      res.OK(),
+	}
+	if res.Err != nil {
+		l.Error = res.Err.Error()
+	}
+	return l
 }
 
 // readPending reads the event and delivery record of a lane's head; found

@@ -105,6 +105,8 @@ type Outbox struct {
 	// returned.
 	stopDisp context.CancelFunc
 	dispDone chan struct{}
+	cl       clusterState // cluster mode's seams; zero on one node
+	relay    relayState   // cluster mode's relay (cluster_relay.go)
 	// space refuses writes while storage.dir is nearly full.
 	space *spaceGuard
 	// snaps is the read snapshot delivery workers share (see snapshots).
@@ -216,7 +218,7 @@ func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, event
 	if hooks != nil && hooks.freeBytes != nil {
 		o.space.free = hooks.freeBytes
 	}
-	if o.metrics, err = newMetrics(reg, o.disp.PendingCount, func() float64 { return o.disp.OldestPending(o.now()) }, o.webhookBacklogs); err != nil {
+	if o.metrics, err = newMetrics(reg, o.pendingCount, o.oldestPending, o.allBacklogs); err != nil {
 		return nil, err
 	}
 

@@ -69,6 +69,14 @@ func (o *Outbox) rebuildLocked() {
 // putWebhookLocked persists r and updates the cache, the subscription index
 // and the paused set. whMu must be held exclusively.
 func (o *Outbox) putWebhookLocked(r *webhookRecord) error {
+	if err := o.shareWebhookLocked(r); err != nil {
+		return err
+	}
+	return o.storeWebhookLocked(r)
+}
+
+// storeWebhookLocked is putWebhookLocked on this node alone.
+func (o *Outbox) storeWebhookLocked(r *webhookRecord) error {
 	if err := o.dbUpdate(func(txn *badger.Txn) error {
 		return txn.Set(webhookKey(r.ID), r.marshal())
 	}); err != nil {
@@ -254,7 +262,7 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, in WebhookUpdate) (Webhook, 
 	if err := errors.Join(errs...); err != nil {
 		return out, err
 	}
-	err := o.use(ctx, func() error {
+	err := o.useShared(ctx, in.ID, func() error {
 		o.whMu.Lock()
 		defer o.whMu.Unlock()
 		h := o.hooks[in.ID]
@@ -296,7 +304,7 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, in WebhookUpdate) (Webhook, 
 // rotations until their own 24 hours are over.
 func (o *Outbox) RotateSecret(ctx context.Context, id string) (Webhook, error) {
 	var out Webhook
-	err := o.use(ctx, func() error {
+	err := o.useShared(ctx, id, func() error {
 		o.whMu.Lock()
 		defer o.whMu.Unlock()
 		h := o.hooks[id]
@@ -326,11 +334,23 @@ func (o *Outbox) RotateSecret(ctx context.Context, id string) (Webhook, error) {
 // DeleteWebhook removes the webhook and its delivery records (pending ones
 // are dropped). Its logs stay until retention removes them.
 func (o *Outbox) DeleteWebhook(ctx context.Context, id string) error {
+	return o.deleteWebhook(ctx, id, true)
+}
+
+// deleteWebhook is DeleteWebhook; share is false when the shared registry
+// already deleted it (cluster_seam.go).
+func (o *Outbox) deleteWebhook(ctx context.Context, id string, share bool) error {
 	return o.use(ctx, func() error {
 		o.whMu.Lock()
 		if o.hooks[id] == nil {
 			o.whMu.Unlock()
 			return fmt.Errorf("webhook %q: %w", id, ErrNotFound)
+		}
+		if share {
+			if err := o.shareDeleteLocked(id); err != nil {
+				o.whMu.Unlock()
+				return err
+			}
 		}
 		if err := o.dbUpdate(func(txn *badger.Txn) error { return txn.Delete(webhookKey(id)) }); err != nil {
 			o.whMu.Unlock()

@@ -1,0 +1,202 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/eventtap/eventtap/internal/natstest"
+	"github.com/eventtap/eventtap/internal/testkit"
+	"github.com/eventtap/eventtap/outbox"
+	"github.com/eventtap/eventtap/rules"
+)
+
+// testNode is one eventtap node without the proxy: a real outbox in a
+// temporary directory joined to a NATS server through a Node.
+type testNode struct {
+	ob   *outbox.Outbox
+	node *Node
+	stop func() // idempotent
+}
+
+func startTestNode(t *testing.T, url, name string) *testNode {
+	t.Helper()
+	return startTestNodeWith(t, []string{url}, name, 1)
+}
+
+// startTestNodeWith starts a node on the NATS servers urls with the given
+// replicas; it may deliver to loopback receivers.
+func startTestNodeWith(t *testing.T, urls []string, name string, replicas int) *testNode {
+	t.Helper()
+	return startTestNodeIn(t, t.TempDir(), urls, name, replicas)
+}
+
+// startTestNodeIn is startTestNodeWith on the outbox in dir.
+func startTestNodeIn(t *testing.T, dir string, urls []string, name string, replicas int) *testNode {
+	t.Helper()
+	storage := outbox.DefaultStorageConfig()
+	storage.Dir = dir
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	reg := prometheus.NewRegistry()
+	dcfg := outbox.DefaultDeliveryConfig()
+	dcfg.AllowPrivateNetworks = true
+	dcfg.RetrySchedule, dcfg.Jitter = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, 0
+	ob, err := outbox.Open(context.Background(), storage, dcfg, rules.EventTypes(nil), logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.NATS.URLs, cfg.Node, cfg.Replicas = urls, name, replicas
+	node, err := New(cfg, Options{Local: ob, StateTTL: ob.StateTTL(), Retention: storage.Retention, Delivery: dcfg}, logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true, Owned: node.Owned()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = node.Run(ctx) }()
+	tn := &testNode{ob: ob, node: node}
+	var once sync.Once
+	tn.stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			node.Close()
+			_ = ob.Close(context.Background())
+		})
+	}
+	t.Cleanup(tn.stop)
+	testkit.Eventually(t, 20*time.Second, "the node reaches NATS", func() bool {
+		return node.Check(context.Background()) == nil && node.streamsReady.Load()
+	})
+	return tn
+}
+
+func (tn *testNode) commit(t *testing.T, subject string) {
+	t.Helper()
+	ev := rules.Event{Rule: "r", Type: "ORDER_CREATED", Subject: subject, Data: []byte(`{}`), ObservedAt: time.Now()}
+	if err := tn.ob.Commit(context.Background(), []rules.Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// streamIDs returns the Nats-Msg-Id of every message in the events stream.
+func streamIDs(t *testing.T, js jetstream.JetStream) []string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "eventtap_events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, m.Header.Get("Nats-Msg-Id"))
+	}
+	return ids
+}
+
+// TestRelayOutage: events committed on a node reach the events stream
+// before Commit returns; with NATS stopped, Commit still returns within
+// its budget, the events wait (eventtap_cluster_relay_pending) and, once
+// NATS is back, every one of them is in the stream exactly once.
+func TestRelayOutage(t *testing.T) {
+	ns := natstest.Start(t)
+	tn := startTestNode(t, ns.URL(), "n1")
+	_, js := connect(t, ns.Server())
+	for i := range 20 {
+		tn.commit(t, fmt.Sprint("o", i))
+	}
+	// Published before Commit returned: nothing to wait for.
+	if got := len(streamIDs(t, js)); got != 20 {
+		t.Fatalf("stream holds %d events right after 20 commits, want 20", got)
+	}
+
+	ns.Stop()
+	testkit.Eventually(t, 10*time.Second, "the node to notice the outage", func() bool { return tn.node.Check(context.Background()) != nil })
+	for i := range 30 {
+		start := time.Now()
+		tn.commit(t, fmt.Sprint("down", i))
+		if d := time.Since(start); d > 1500*time.Millisecond {
+			t.Fatalf("Commit with NATS down took %s", d)
+		}
+	}
+	testkit.Eventually(t, 5*time.Second, "relay_pending 30", func() bool { return testutil.ToFloat64(tn.node.relayPending) == 30 })
+
+	ns.Restart()
+	testkit.Eventually(t, 15*time.Second, "relay_pending 0", func() bool { return testutil.ToFloat64(tn.node.relayPending) == 0 })
+	_, js = connect(t, ns.Server())
+	ids := streamIDs(t, js)
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Errorf("event %s twice in the stream", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != 50 {
+		t.Fatalf("stream holds %d distinct events, want 50", len(seen))
+	}
+}
+
+// TestRegistryJoinAndRejoin: a single node turning cluster mode on keeps
+// its webhooks (they are uploaded to the registry); a node that was away
+// while a webhook was deleted forgets it when it comes back.
+func TestRegistryJoinAndRejoin(t *testing.T) {
+	ns := natstest.Start(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	storage := outbox.DefaultStorageConfig()
+	storage.Dir = dir
+	ob, err := outbox.Open(ctx, storage, outbox.DefaultDeliveryConfig(), rules.EventTypes(nil), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := ob.CreateWebhook(ctx, outbox.WebhookCreate{URL: "https://example.com/a", Type: "ORDER_CREATED"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ob.Close(ctx)
+
+	a := startTestNodeIn(t, dir, []string{ns.URL()}, "a", 1)
+	_, js := connect(t, ns.Server())
+	kv, err := js.KeyValue(ctx, "eventtap_webhooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the single node's webhook uploaded to the registry", func() bool {
+		_, err := kv.Get(ctx, local.ID)
+		return err == nil
+	})
+	b := startTestNode(t, ns.URL(), "b")
+	testkit.Eventually(t, 5*time.Second, "the uploaded webhook on node b", func() bool {
+		_, err := b.ob.Webhook(ctx, local.ID)
+		return err == nil
+	})
+
+	a.stop()
+	if err := b.ob.DeleteWebhook(ctx, local.ID); err != nil {
+		t.Fatal(err)
+	}
+	a = startTestNodeIn(t, dir, []string{ns.URL()}, "a", 1)
+	testkit.Eventually(t, 5*time.Second, "the webhook deleted while node a was away forgotten by it", func() bool {
+		_, err := a.ob.Webhook(ctx, local.ID)
+		return errors.Is(err, outbox.ErrNotFound)
+	})
+}

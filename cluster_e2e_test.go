@@ -1,0 +1,581 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eventtap/eventtap/internal/natstest"
+	"github.com/eventtap/eventtap/internal/testkit"
+)
+
+// Cluster mode (issue 12, SPEC §8): several eventtap nodes in front of one
+// order API, sharing a real nats-server run in this process.
+
+// startClusterNodes runs n sidecars in front of upstream, all joined to ns.
+func startClusterNodes(t *testing.T, ns *natstest.Server, upstream string, n int) []*sidecar {
+	t.Helper()
+	rulesYAML := readFile(t, "docs/examples/orders.rules.yaml")
+	nodes := make([]*sidecar, n)
+	for i := range nodes {
+		nodes[i] = startSidecar(t, upstream, rulesYAML, fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: n%d}\n", ns.URL(), i+1))
+	}
+	for _, sc := range nodes {
+		waitNATS(t, sc, "ok")
+	}
+	// Each node rebalances every second once it sees the others' membership.
+	time.Sleep(1500 * time.Millisecond)
+	return nodes
+}
+
+// readyz returns /readyz's status code and the nats check's status.
+func readyz(t testing.TB, sc *sidecar) (int, string) {
+	t.Helper()
+	resp, err := http.Get(sc.adminURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Checks map[string]struct{ Status string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body.Checks["nats"].Status
+}
+
+// waitNATS waits until the node's /readyz says NATS is want ("ok" or
+// "warn"), and checks that /readyz answers 200 either way.
+func waitNATS(t testing.TB, sc *sidecar, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, got := readyz(t, sc)
+		if code != http.StatusOK {
+			t.Fatalf("/readyz answered %d; it must stay ready whatever NATS does", code)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz's nats check is %q after 15 s, want %q", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// registerAt creates a webhook for typ at rc's path on node sc and gives
+// the receiver its secret.
+func (rc *hookReceiver) registerAt(t testing.TB, sc *sidecar, typ, path string) string {
+	t.Helper()
+	var hook struct{ ID, Secret string }
+	gql(t, sc.adminURL, `mutation($url: String!, $type: WebhookType!) { webhookCreate(input: {url: $url, type: $type, status: ENABLED}) { id secret } }`,
+		map[string]any{"url": rc.srv.URL + path, "type": typ}).into(t, "webhookCreate", &hook)
+	rc.mu.Lock()
+	rc.secrets[path] = hook.Secret
+	rc.mu.Unlock()
+	return hook.ID
+}
+
+func (rc *hookReceiver) at(path string) []delivery {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []delivery
+	for _, d := range rc.got {
+		if d.path == path {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// TestClusterSharedRegistryAndChanged: a webhook created on node 1 is used
+// by nodes 2 and 3 within 1 s; 30 orders whose create and two updates each
+// go through a different node give exactly created, OPEN->PAID and
+// PAID->SHIPPED; a webhook disabled on one node receives nothing from the
+// others.
+func TestClusterSharedRegistryAndChanged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three sidecars and a NATS server; skipped with -short")
+	}
+	ns := natstest.Start(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	nodes := startClusterNodes(t, ns, api.URL, 3)
+	rc := newHookReceiver(t)
+
+	created := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
+	start := time.Now()
+	for _, sc := range nodes[1:] {
+		testkit.Eventually(t, time.Second-time.Since(start), "the webhook created on node 1 seen by "+sc.adminURL, func() bool {
+			r := gql(t, sc.adminURL, `query($id: ID!) { webhook(id: $id) { id } }`, map[string]any{"id": created})
+			return len(r.Errors) == 0 && strings.Contains(string(r.Data["webhook"]), created)
+		})
+	}
+	t.Logf("webhook created on node 1 visible on nodes 2 and 3 after %s", time.Since(start))
+	rc.registerAt(t, nodes[1], "ORDER_STATUS_CHANGED", "/changed")
+	// A second ORDER_CREATED webhook, disabled on node 1 at once.
+	paused := rc.registerAt(t, nodes[2], "ORDER_CREATED", "/paused")
+	r := gql(t, nodes[0].adminURL, `mutation($id: ID!) { webhookUpdate(input: {id: $id, status: DISABLED}) { status } }`, map[string]any{"id": paused})
+	if len(r.Errors) > 0 {
+		t.Fatalf("webhookUpdate: %+v", r.Errors)
+	}
+	testkit.Eventually(t, time.Second, "both status changes seen everywhere", func() bool {
+		for _, sc := range nodes {
+			var hooks struct {
+				Edges []struct{ Node struct{ ID, Status string } }
+			}
+			gql(t, sc.adminURL, `{ webhooks(first: 10) { edges { node { id status } } } }`, nil).into(t, "webhooks", &hooks)
+			n := 0
+			for _, e := range hooks.Edges {
+				h := e.Node
+				if h.ID != paused || h.Status == "DISABLED" {
+					n++
+				}
+			}
+			if n != 3 {
+				return false
+			}
+		}
+		return true
+	})
+
+	const orders = 30
+	var wg sync.WaitGroup
+	errs := make(chan error, orders)
+	sem := make(chan struct{}, 8)
+	for i := range orders {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			code, body := do(t, http.MethodPost, nodes[i%3].proxyURL+"/orders", `{"customer":"c`+strconv.Itoa(i)+`"}`)
+			var o struct{ ID int }
+			if code != http.StatusCreated || json.Unmarshal(body, &o) != nil {
+				errs <- fmt.Errorf("POST /orders through node %d: %d %s", i%3+1, code, body)
+				return
+			}
+			for k, status := range []string{"PAID", "SHIPPED"} {
+				n := nodes[(i+1+k)%3]
+				if code, body := do(t, http.MethodPatch, n.proxyURL+"/orders/"+strconv.Itoa(o.ID), `{"status":"`+status+`"}`); code != http.StatusOK {
+					errs <- fmt.Errorf("PATCH %s: %d %s", status, code, body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 15*time.Second, "every event delivered", func() bool {
+		return len(rc.at("/created")) >= orders && len(rc.at("/changed")) >= 2*orders
+	})
+	time.Sleep(300 * time.Millisecond) // room for a wrong extra event to arrive
+	perOrder := map[string][]string{}
+	ids := map[string]bool{}
+	for _, d := range rc.at("/changed") {
+		if ids[d.payload.ID] {
+			continue // a redelivery; receivers deduplicate on webhook-id
+		}
+		ids[d.payload.ID] = true
+		ch := d.payload.Change
+		if ch == nil {
+			t.Fatalf("ORDER_STATUS_CHANGED without change: %s", d.body)
+		}
+		perOrder[d.payload.Subject] = append(perOrder[d.payload.Subject], fmt.Sprintf("%v->%v", ch.Previous, ch.Current))
+	}
+	if len(perOrder) != orders {
+		t.Errorf("status changes for %d orders, want %d", len(perOrder), orders)
+	}
+	for subject, got := range perOrder {
+		if len(got) != 2 || got[0] != "OPEN->PAID" || got[1] != "PAID->SHIPPED" {
+			t.Errorf("order %s: status changes %v, want exactly OPEN->PAID, then PAID->SHIPPED", subject, got)
+		}
+	}
+	if n := len(distinct(rc.at("/created"))); n != orders {
+		t.Errorf("ORDER_CREATED delivered %d times, want %d", n, orders)
+	}
+	// One history: every node lists every attempt, whichever node made it.
+	for _, sc := range nodes {
+		testkit.Eventually(t, 5*time.Second, "webhookLogs on "+sc.adminURL+" showing the whole cluster", func() bool {
+			var logs struct{ TotalCount int }
+			gql(t, sc.adminURL, `{ webhookLogs(first: 1) { totalCount } }`, nil).into(t, "webhookLogs", &logs)
+			return logs.TotalCount == 3*orders
+		})
+	}
+	// One delivery system, spread over the nodes.
+	for _, sc := range nodes {
+		if v := scrape(t, sc.adminURL)[`eventtap_delivery_attempts_total{outcome="success",type="ORDER_STATUS_CHANGED"}`]; v == 0 {
+			t.Errorf("%s made no delivery attempt: the partitions are not spread", sc.adminURL)
+		}
+	}
+	if got := rc.at("/paused"); len(got) != 0 {
+		t.Errorf("the webhook disabled on node 1 received %d deliveries from the other nodes", len(got))
+	}
+	if len(rc.bad) > 0 {
+		t.Errorf("rejected deliveries: %v", rc.bad)
+	}
+}
+
+// TestClusterNATSDown: with NATS stopped, the proxies keep serving and
+// acknowledging, /readyz stays 200 and says NATS is unreachable,
+// eventtap_cluster_connected is 0, the events wait in each node's outbox
+// (eventtap_cluster_relay_pending) and webhook changes fail with
+// UNAVAILABLE; once NATS is back, changes work again and the relays drain.
+func TestClusterNATSDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two sidecars and a NATS server; skipped with -short")
+	}
+	ns := natstest.Start(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	nodes := startClusterNodes(t, ns, api.URL, 2)
+	rc := newHookReceiver(t)
+	rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
+	for _, sc := range nodes {
+		if v := scrape(t, sc.adminURL)["eventtap_cluster_connected"]; v != 1 {
+			t.Fatalf("eventtap_cluster_connected = %v with NATS up", v)
+		}
+	}
+	testkit.Eventually(t, time.Second, "the webhook on node 2", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, nodes[1].adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 1
+	})
+
+	ns.Stop()
+	for _, sc := range nodes {
+		waitNATS(t, sc, "warn")
+		testkit.Eventually(t, 10*time.Second, "eventtap_cluster_connected 0", func() bool {
+			return scrape(t, sc.adminURL)["eventtap_cluster_connected"] == 0
+		})
+	}
+	for i := range 10 {
+		sc := nodes[i%2]
+		start := time.Now()
+		if code, body := do(t, http.MethodPost, sc.proxyURL+"/orders", `{"customer":"x"}`); code != http.StatusCreated {
+			t.Fatalf("POST /orders with NATS down: %d %s", code, body)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("POST /orders with NATS down took %s", d)
+		}
+	}
+	for _, sc := range nodes {
+		if v := scrape(t, sc.adminURL)["eventtap_cluster_relay_pending"]; v != 5 {
+			t.Errorf("eventtap_cluster_relay_pending = %v on %s after 5 orders with NATS down, want 5", v, sc.adminURL)
+		}
+	}
+	r := gql(t, nodes[1].adminURL, `mutation($url: String!) { webhookCreate(input: {url: $url, type: ORDER_CREATED}) { id } }`,
+		map[string]any{"url": rc.srv.URL + "/other"})
+	if r.code() != "UNAVAILABLE" {
+		t.Errorf("webhookCreate with NATS down: code %q, errors %+v; want UNAVAILABLE", r.code(), r.Errors)
+	}
+	// Reads answer from the node's last known state.
+	var hooks struct{ TotalCount int }
+	gql(t, nodes[1].adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+	if hooks.TotalCount != 1 {
+		t.Errorf("webhooks on node 2 with NATS down: %d, want 1", hooks.TotalCount)
+	}
+
+	ns.Restart()
+	for _, sc := range nodes {
+		waitNATS(t, sc, "ok")
+	}
+	rc.registerAt(t, nodes[1], "ORDER_CREATED", "/after")
+	testkit.Eventually(t, 2*time.Second, "the webhook created after the outage on node 1", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, nodes[0].adminURL, `{ webhooks(first: 5) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 2
+	})
+	testkit.Eventually(t, 15*time.Second, "the orders of the outage delivered", func() bool { return len(distinct(rc.at("/created"))) >= 10 })
+	for _, sc := range nodes {
+		testkit.Eventually(t, 10*time.Second, "the relay drained on "+sc.adminURL, func() bool {
+			return scrape(t, sc.adminURL)["eventtap_cluster_relay_pending"] == 0
+		})
+	}
+}
+
+// binaryNode is an eventtap binary (a child process, so that it can be
+// SIGKILLed) joined to a cluster.
+type binaryNode struct {
+	proc               *process
+	proxyURL, adminURL string
+}
+
+func startBinaryNode(t *testing.T, ns *natstest.Server, upstream, name string) *binaryNode {
+	t.Helper()
+	return startBinaryCommand(t, "serve", ns, upstream, name)
+}
+
+// startBinaryCommand runs `eventtap serve` or `eventtap deliver` (no proxy).
+func startBinaryCommand(t *testing.T, command string, ns *natstest.Server, upstream, name string) *binaryNode {
+	t.Helper()
+	dir := t.TempDir()
+	rules := readFile(t, "docs/examples/orders.rules.yaml")
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`proxy: {listen: "127.0.0.1:0", upstream: %q}
+admin: {listen: "127.0.0.1:0"}
+storage: {dir: %q}
+delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 400ms], jitter: 0}
+rules_file: rules.yaml
+log: {level: info, format: json}
+cluster: {nats: {urls: [%q]}, node: %s}
+`, upstream, filepath.Join(dir, "data"), ns.URL(), name)
+	path := filepath.Join(dir, "eventtap.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startBinary(t, command, "--config", path)
+	n := &binaryNode{proc: p}
+	if command == "serve" {
+		proxy, admin := p.addrs(t, 20*time.Second)
+		n.proxyURL, n.adminURL = "http://"+proxy, "http://"+admin
+	} else {
+		var admin string
+		testkit.Eventually(t, 20*time.Second, "the delivery node's admin address in its log", func() bool {
+			var ok bool
+			admin, ok = testkit.ListeningAddr(p.logs(), "admin server listening")
+			return ok
+		})
+		n.adminURL = "http://" + admin
+	}
+	waitNATS(t, &sidecar{adminURL: n.adminURL}, "ok")
+	return n
+}
+
+// acked is what the load generator saw acknowledged: the event each
+// released response must produce.
+type acked struct {
+	mu      sync.Mutex
+	created map[string]bool // order id
+	changed map[string]bool // order id + "/" + status
+}
+
+// TestClusterNodeKilled: three binaries in front of one order API under
+// load; one of them (owning about a third of the partitions) is SIGKILLed
+// and never restarted; every event of every acknowledged
+// response is delivered within 30 s of the kill, in order per order.
+func TestClusterNodeKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three eventtap binaries under load for about 30 s; skipped with -short")
+	}
+	ns := natstest.Start(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	rc := newHookReceiver(t)
+	var nodes []*binaryNode
+	for i := range 3 {
+		nodes = append(nodes, startBinaryNode(t, ns, api.URL, fmt.Sprintf("k%d", i+1)))
+	}
+	n1 := &sidecar{adminURL: nodes[0].adminURL}
+	rc.registerAt(t, n1, "ORDER_CREATED", "/created")
+	rc.registerAt(t, n1, "ORDER_STATUS_CHANGED", "/changed")
+	testkit.Eventually(t, 2*time.Second, "both webhooks on every node", func() bool {
+		for _, n := range nodes {
+			var hooks struct{ TotalCount int }
+			gql(t, n.adminURL, `{ webhooks(first: 5) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+			if hooks.TotalCount != 2 {
+				return false
+			}
+		}
+		return true
+	})
+
+	ack := &acked{created: map[string]bool{}, changed: map[string]bool{}}
+	client := &http.Client{Timeout: 5 * time.Second}
+	send := func(method, url, body string) (int, []byte) {
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	var killed atomic.Bool
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for i := w; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pick := func(k int) *binaryNode {
+					n := nodes[(i+k)%3]
+					if n == nodes[0] && killed.Load() {
+						n = nodes[1+(i+k)%2]
+					}
+					return n
+				}
+				code, body := send(http.MethodPost, pick(0).proxyURL+"/orders", `{"customer":"load"}`)
+				var o struct{ ID int }
+				if code != http.StatusCreated || json.Unmarshal(body, &o) != nil {
+					continue
+				}
+				id := strconv.Itoa(o.ID)
+				ack.mu.Lock()
+				ack.created[id] = true
+				ack.mu.Unlock()
+				for k, status := range []string{"PAID", "SHIPPED"} {
+					if code, _ := send(http.MethodPatch, pick(1+k).proxyURL+"/orders/"+id, `{"status":"`+status+`"}`); code == http.StatusOK {
+						ack.mu.Lock()
+						ack.changed[id+"/"+status] = true
+						ack.mu.Unlock()
+					}
+				}
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	killed.Store(true)
+	if err := nodes[0].proc.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = nodes[0].proc.cmd.Wait()
+	killedAt := time.Now()
+	time.Sleep(3 * time.Second) // load on the two others
+	close(stop)
+	wg.Wait()
+	ack.mu.Lock()
+	defer ack.mu.Unlock()
+	t.Logf("acknowledged: %d creates, %d status changes; node 1 SIGKILLed", len(ack.created), len(ack.changed))
+
+	missing := func() []string {
+		got := map[string]bool{}
+		for _, d := range rc.at("/created") {
+			got[d.payload.Subject] = true
+		}
+		for _, d := range rc.at("/changed") {
+			if d.payload.Change != nil {
+				got[d.payload.Subject+"/"+fmt.Sprint(d.payload.Change.Current)] = true
+			}
+		}
+		var out []string
+		for id := range ack.created {
+			if !got[id] {
+				out = append(out, "created "+id)
+			}
+		}
+		for k := range ack.changed {
+			if !got[k] {
+				out = append(out, "changed "+k)
+			}
+		}
+		return out
+	}
+	deadline := killedAt.Add(30 * time.Second)
+	for len(missing()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m := missing(); len(m) > 0 {
+		slices.Sort(m)
+		t.Fatalf("%d acknowledged events not delivered within 30 s of the kill, e.g. %v", len(m), m[:min(len(m), 10)])
+	}
+	all := append(rc.at("/created"), rc.at("/changed")...)
+	t.Logf("every acknowledged event delivered %s after the kill; %d deliveries, %d of them redeliveries (receivers drop them by webhook-id)",
+		time.Since(killedAt).Round(100*time.Millisecond), len(all), len(all)-len(distinct(all)))
+	// Order per order: PAID before SHIPPED, by first arrival, where both
+	// were acknowledged (an unacknowledged PAID, cut by the kill, may be
+	// lost: its response was never released).
+	first := map[string]string{}
+	for _, d := range rc.at("/changed") {
+		if ch := d.payload.Change; ch != nil {
+			if _, ok := first[d.payload.Subject]; !ok {
+				first[d.payload.Subject] = fmt.Sprint(ch.Current)
+			}
+		}
+	}
+	for id := range ack.created {
+		if ack.changed[id+"/PAID"] && ack.changed[id+"/SHIPPED"] && first[id] != "PAID" {
+			t.Errorf("order %s: the first status change delivered was %q, want PAID", id, first[id])
+		}
+	}
+}
+
+// TestClusterDeliverNode: `eventtap deliver` runs a node with the admin
+// API and delivery but no proxy: it takes its share of the partitions, so
+// it delivers part of what a serving node proxies.
+func TestClusterDeliverNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two eventtap binaries; skipped with -short")
+	}
+	ns := natstest.Start(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	d := startBinaryCommand(t, "deliver", ns, api.URL, "deliverer")
+	if strings.Contains(d.proc.logs(), "proxy listening") {
+		t.Fatal("eventtap deliver started a proxy")
+	}
+	s := startBinaryNode(t, ns, api.URL, "server")
+	nodes := []*binaryNode{d, s}
+	rc := newHookReceiver(t)
+	rc.registerAt(t, &sidecar{adminURL: d.adminURL}, "ORDER_CREATED", "/created")
+	testkit.Eventually(t, 2*time.Second, "the webhook on the serving node", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, s.adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 1
+	})
+	time.Sleep(2 * time.Second) // both members seen: partitions balanced
+	const orders = 20
+	for range orders {
+		if code, body := do(t, http.MethodPost, s.proxyURL+"/orders", `{"customer":"d"}`); code != http.StatusCreated {
+			t.Fatalf("POST /orders: %d %s", code, body)
+		}
+	}
+	testkit.Eventually(t, 15*time.Second, "every order delivered", func() bool { return len(distinct(rc.at("/created"))) == orders })
+	// scrape also sums the per-webhook series under the key without it.
+	const key = `eventtap_delivery_attempts_total{outcome="success",type="ORDER_CREATED"}`
+	if a, b := scrape(t, d.adminURL)[key], scrape(t, s.adminURL)[key]; a == 0 || a+b != orders {
+		t.Errorf("successful attempts: %v by the delivery node, %v by the serving node; want %d in all, some by each", a, b, orders)
+	}
+
+	// eventtap_outbox_pending counts what each owner holds: orders for a
+	// receiver that does not answer.
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	r := gql(t, d.adminURL, `mutation($url: String!) { webhookCreate(input: {url: $url, type: ORDER_CREATED}) { id } }`, map[string]any{"url": hang.URL})
+	if len(r.Errors) > 0 {
+		t.Fatal(r.Errors)
+	}
+	testkit.Eventually(t, 2*time.Second, "the hanging webhook on the serving node", func() bool {
+		var hooks struct{ TotalCount int }
+		gql(t, s.adminURL, `{ webhooks(first: 1) { totalCount } }`, nil).into(t, "webhooks", &hooks)
+		return hooks.TotalCount == 2
+	})
+	for range 4 {
+		do(t, http.MethodPost, s.proxyURL+"/orders", `{"customer":"h"}`)
+	}
+	testkit.Eventually(t, 10*time.Second, "eventtap_outbox_pending 4 over the nodes", func() bool {
+		var sum float64
+		for _, n := range nodes {
+			sum += scrape(t, n.adminURL)["eventtap_outbox_pending"]
+		}
+		return sum == 4
+	})
+}
