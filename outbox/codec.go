@@ -35,24 +35,17 @@ type dec struct {
 	err error
 }
 
-func (d *dec) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errCorrupt
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *dec) uvarint() uint64 { return readVarint(d, binary.Uvarint) }
 
-func (d *dec) varint() int64 {
+func (d *dec) varint() int64 { return readVarint(d, binary.Varint) }
+
+// readVarint decodes one varint with read (binary.Uvarint or
+// binary.Varint); a truncated or overlong one sets errCorrupt.
+func readVarint[T uint64 | int64](d *dec, read func([]byte) (T, int)) T {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := read(d.b)
 	if n <= 0 {
 		d.err = errCorrupt
 		return 0
