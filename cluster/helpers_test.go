@@ -1,7 +1,6 @@
-// Package cluster will hold eventtap's cluster mode on NATS JetStream (see
-// docs/cluster.md). For now it holds only the measurements and mechanism
-// checks that the design in docs/cluster.md rests on; nothing in the
-// binary uses it yet.
+// Helpers of the cluster package's tests: an in-process JetStream, and the
+// streams and buckets as docs/cluster.md describes them, for the
+// measurements and mechanism checks the design rests on.
 package cluster
 
 import (
