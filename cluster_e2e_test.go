@@ -156,6 +156,8 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, orders)
 	sem := make(chan struct{}, 8)
+	var createdMu sync.Mutex
+	createdVia := map[string]int{} // order id (the events' subject) → node that committed ORDER_CREATED
 	for i := range orders {
 		wg.Go(func() {
 			sem <- struct{}{}
@@ -166,6 +168,9 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 				errs <- fmt.Errorf("POST /orders through node %d: %d %s", i%3+1, code, body)
 				return
 			}
+			createdMu.Lock()
+			createdVia[strconv.Itoa(o.ID)] = i % 3
+			createdMu.Unlock()
 			for k, status := range []string{"PAID", "SHIPPED"} {
 				n := nodes[(i+1+k)%3]
 				if code, body := do(t, http.MethodPatch, n.proxyURL+"/orders/"+strconv.Itoa(o.ID), `{"status":"`+status+`"}`); code != http.StatusOK {
@@ -216,6 +221,7 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 			return logs.TotalCount == 3*orders
 		})
 	}
+	checkClusterEvents(t, nodes, createdVia, 3*orders)
 	// One delivery system, spread over the nodes.
 	for _, sc := range nodes {
 		if v := scrape(t, sc.adminURL)[`eventtap_delivery_attempts_total{outcome="success",type="ORDER_STATUS_CHANGED"}`]; v == 0 {
@@ -227,6 +233,114 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	}
 	if len(rc.bad) > 0 {
 		t.Errorf("rejected deliveries: %v", rc.bad)
+	}
+}
+
+// clusterEvent is an event as the cluster tests read it.
+type clusterEvent struct {
+	ID, Type, Subject string
+	CreatedAt         time.Time
+	Deliveries        []struct {
+		WebhookID string
+		State     string
+	}
+}
+
+// listEvents returns the first page of events(first: 500, filter) on sc.
+func listEvents(t *testing.T, sc *sidecar, filter map[string]any) ([]clusterEvent, int) {
+	t.Helper()
+	var page struct {
+		TotalCount int
+		Edges      []struct{ Node clusterEvent }
+	}
+	gql(t, sc.adminURL, `query($f: EventsFilterInput) { events(first: 500, filter: $f) { totalCount edges { node { id type subject createdAt deliveries { webhookId state } } } } }`,
+		map[string]any{"f": filter}).into(t, "events", &page)
+	out := make([]clusterEvent, len(page.Edges))
+	for i, e := range page.Edges {
+		out[i] = e.Node
+	}
+	return out, page.TotalCount
+}
+
+// checkClusterEvents: events on every node list the whole cluster's
+// events (want of them), the same ids in the same newest-first order,
+// filtered by type and subject as on one node; event(id) on a node other
+// than the one that committed the event returns it, with its deliveries
+// SUCCEEDED once delivered.
+func checkClusterEvents(t *testing.T, nodes []*sidecar, createdVia map[string]int, want int) {
+	t.Helper()
+	var first []clusterEvent
+	for i, sc := range nodes {
+		var got []clusterEvent
+		testkit.Eventually(t, 5*time.Second, "events on "+sc.adminURL+" showing the whole cluster", func() bool {
+			var total int
+			got, total = listEvents(t, sc, nil)
+			return len(got) == want && total == want
+		})
+		seen := map[string]bool{}
+		for k, ev := range got {
+			if seen[ev.ID] {
+				t.Errorf("node %d lists event %s twice", i+1, ev.ID)
+			}
+			seen[ev.ID] = true
+			if k > 0 && ev.CreatedAt.After(got[k-1].CreatedAt) && ev.Subject == got[k-1].Subject {
+				t.Errorf("node %d: events of order %s not newest first: %s after %s", i+1, ev.Subject, ev.CreatedAt, got[k-1].CreatedAt)
+			}
+		}
+		if i == 0 {
+			first = got
+			continue
+		}
+		for k := range got {
+			if got[k].ID != first[k].ID {
+				t.Fatalf("node %d lists event %d as %s, node 1 as %s: the order differs", i+1, k, got[k].ID, first[k].ID)
+			}
+		}
+	}
+	// Newest first per order: SHIPPED, PAID, created.
+	bySubject := map[string][]clusterEvent{}
+	for _, ev := range first {
+		bySubject[ev.Subject] = append(bySubject[ev.Subject], ev)
+	}
+	for subject, evs := range bySubject {
+		if len(evs) != 3 || evs[0].Type != "ORDER_STATUS_CHANGED" || evs[1].Type != "ORDER_STATUS_CHANGED" || evs[2].Type != "ORDER_CREATED" {
+			t.Errorf("order %s: events %+v, want two status changes over the creation, newest first", subject, evs)
+		}
+	}
+	for i, sc := range nodes {
+		created, total := listEvents(t, sc, map[string]any{"type": "ORDER_CREATED"})
+		if len(created) != want/3 || total != want/3 {
+			t.Errorf("node %d: events(filter: {type: ORDER_CREATED}) lists %d (total %d), want %d", i+1, len(created), total, want/3)
+		}
+		subject := first[i].Subject
+		one, _ := listEvents(t, sc, map[string]any{"subject": subject})
+		if len(one) != 3 || one[0].ID != bySubject[subject][0].ID || one[2].ID != bySubject[subject][2].ID {
+			t.Errorf("node %d: events(filter: {subject: %q}) lists %+v, want %+v", i+1, subject, one, bySubject[subject])
+		}
+	}
+	// event(id) of an ORDER_CREATED on each other node than the one that
+	// committed it; /created received them all, so each is SUCCEEDED
+	// there, and its ORDER_CREATED webhook disabled on node 1 has none.
+	checked := 0
+	for _, ev := range first {
+		via, ok := createdVia[ev.Subject]
+		if ev.Type != "ORDER_CREATED" || !ok || checked >= 3 {
+			continue
+		}
+		checked++
+		sc := nodes[(via+1)%3]
+		testkit.Eventually(t, 5*time.Second, "event "+ev.ID+" on another node than its own, delivered", func() bool {
+			var got *clusterEvent
+			gql(t, sc.adminURL, `query($id: ID!) { event(id: $id) { id type subject createdAt deliveries { webhookId state } } }`,
+				map[string]any{"id": ev.ID}).into(t, "event", &got)
+			if got == nil || got.ID != ev.ID || got.Subject != ev.Subject {
+				t.Fatalf("event(id: %s) on node %d (committed on node %d): %+v", ev.ID, (via+1)%3+1, via+1, got)
+			}
+			return len(got.Deliveries) == 1 && got.Deliveries[0].State == "SUCCEEDED"
+		})
+	}
+	if checked == 0 {
+		t.Fatal("no ORDER_CREATED event whose node is known")
 	}
 }
 

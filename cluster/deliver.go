@@ -45,7 +45,9 @@ type Deliverer interface {
 	WebhookIDs() []string
 	ObserveStreamAttempt(a *delivery.Attempt, ev outbox.Event) outbox.Log
 	LogViewPosition(ctx context.Context) (uint64, error)
-	ApplyLog(ctx context.Context, l outbox.Log, pos uint64) error
+	ApplyLog(ctx context.Context, l outbox.Log, out outbox.LogOutcome, pos uint64) error
+	EventViewPosition(ctx context.Context) (uint64, error)
+	ApplyEvents(ctx context.Context, evs []outbox.ViewEvent) error
 }
 
 // held is an event message this node owns and has not acknowledged.
@@ -503,7 +505,7 @@ func (sd *streamDelivery) Record(ctx context.Context, a *delivery.Attempt, done 
 
 func (sd *streamDelivery) record(ctx context.Context, a *delivery.Attempt) error {
 	h := a.State.(*held)
-	sd.n.shareLog(ctx, h.part, sd.local.ObserveStreamAttempt(a, h.ev))
+	sd.n.shareLog(ctx, h.part, sd.local.ObserveStreamAttempt(a, h.ev), a)
 	sd.mu.Lock()
 	if _, ok := h.pending[a.WebhookID]; ok {
 		h.pending[a.WebhookID] = a.Number

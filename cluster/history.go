@@ -10,13 +10,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventtap/eventtap/delivery"
 	"github.com/eventtap/eventtap/outbox"
 )
 
 // One history (docs/cluster.md §7): the owner of a partition shares the
 // log of every attempt it makes through the logs stream, and every node
-// applies that stream to its own store, so that webhookLogs on any node
-// answers for the whole cluster.
+// applies that stream and the events stream to its own store, so that
+// webhookLogs, events and event(id) on any node answer for the whole
+// cluster.
 
 func (n *Node) logsStream() string { return n.cfg.Name + "_logs" }
 
@@ -30,11 +32,21 @@ func (n *Node) ensureLogStream(ctx context.Context) error {
 	})
 }
 
-// shareLog publishes the log of an attempt on partition p and waits for
+// sharedLog is a message of the logs stream: the log, and what it means
+// for its delivery, from which every node derives the delivery states
+// that events and event(id) show. A message without the outcome (written
+// before it existed) leaves its delivery PENDING unless it succeeded.
+type sharedLog struct {
+	outbox.Log
+	Final bool      `json:",omitempty"`
+	Next  time.Time `json:",omitempty"`
+}
+
+// shareLog publishes the log of attempt a on partition p and waits for
 // the stream to store it. A log that cannot be stored (NATS gone at that
 // moment) is only logged here: the delivery itself was made.
-func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log) {
-	body, err := json.Marshal(l)
+func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log, a *delivery.Attempt) {
+	body, err := json.Marshal(sharedLog{Log: l, Final: a.Outcome == delivery.Done, Next: a.Next})
 	if err == nil {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -46,6 +58,16 @@ func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log) {
 	}
 }
 
+// orderedFrom returns an ordered consumer of stream that starts after
+// position pos (0: from the start).
+func (n *Node) orderedFrom(ctx context.Context, stream string, pos uint64) (jetstream.Consumer, error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if pos > 0 {
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: pos + 1}
+	}
+	return n.js.OrderedConsumer(ctx, stream, cfg)
+}
+
 // runLogView applies the logs stream to this node's store, from the
 // position it reached before, until ctx ends.
 func (n *Node) runLogView(ctx context.Context, local Deliverer) error {
@@ -53,11 +75,7 @@ func (n *Node) runLogView(ctx context.Context, local Deliverer) error {
 	if err != nil {
 		return err
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if pos > 0 {
-		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: pos + 1}
-	}
-	cons, err := n.js.OrderedConsumer(ctx, n.logsStream(), cfg)
+	cons, err := n.orderedFrom(ctx, n.logsStream(), pos)
 	if err != nil {
 		return err
 	}
@@ -67,12 +85,12 @@ func (n *Node) runLogView(ctx context.Context, local Deliverer) error {
 		if err != nil || md.Sequence.Stream <= pos {
 			return
 		}
-		var l outbox.Log
+		var l sharedLog
 		if err := json.Unmarshal(m.Data(), &l); err != nil {
 			n.log.Error("a delivery log in the stream cannot be read; it is skipped", "stream_seq", md.Sequence.Stream, "err", err)
 			return
 		}
-		if err := local.ApplyLog(ctx, l, md.Sequence.Stream); err != nil {
+		if err := local.ApplyLog(ctx, l.Log, outbox.LogOutcome{Final: l.Final, Next: l.Next}, md.Sequence.Stream); err != nil {
 			select {
 			case failed <- err:
 			default:
@@ -93,5 +111,75 @@ func (n *Node) runLogView(ctx context.Context, local Deliverer) error {
 			return nil
 		}
 		return err
+	}
+}
+
+// Bounds of one batch of the events view: one Badger transaction each, so
+// that following a busy stream costs a sync per batch, not per event.
+const (
+	viewBatch      = 256
+	viewBatchBytes = 1 << 20
+)
+
+// runEventView applies the events stream to this node's store, from the
+// position it reached before, until ctx ends, so that events and
+// event(id) answer for the whole cluster (docs/cluster.md §7). Messages
+// wait in a channel of viewBatch; a full one holds the consumer back.
+func (n *Node) runEventView(ctx context.Context, local Deliverer) error {
+	pos, err := local.EventViewPosition(ctx)
+	if err != nil {
+		return err
+	}
+	cons, err := n.orderedFrom(ctx, n.eventsStream(), pos)
+	if err != nil {
+		return err
+	}
+	msgs := make(chan jetstream.Msg, viewBatch)
+	stop := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-stop:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+	defer close(stop) // before Stop: a callback waiting on msgs returns
+	batch := make([]outbox.ViewEvent, 0, viewBatch)
+	size := 0
+	add := func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil || md.Sequence.Stream <= pos {
+			return
+		}
+		pos = md.Sequence.Stream
+		batch = append(batch, outbox.ViewEvent{Pos: pos, Record: m.Data()})
+		size += len(m.Data())
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-msgs:
+			add(m)
+		}
+	more:
+		for len(batch) < viewBatch && size < viewBatchBytes {
+			select {
+			case m := <-msgs:
+				add(m)
+			default:
+				break more
+			}
+		}
+		if err := local.ApplyEvents(ctx, batch); err != nil {
+			if errors.Is(err, outbox.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		batch, size = batch[:0], 0
 	}
 }

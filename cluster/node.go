@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -228,12 +229,17 @@ func (n *Node) Run(ctx context.Context) error {
 				n.streamsReady.Store(true)
 				go func() {
 					defer close(deliveryDone)
-					viewDone := make(chan struct{})
+					var views sync.WaitGroup
+					views.Add(2)
 					go func() {
-						defer close(viewDone)
+						defer views.Done()
 						n.keep(ctx, "following the cluster's delivery logs", func() error { return n.runLogView(ctx, n.opts.Local) })
 					}()
-					defer func() { <-viewDone }()
+					go func() {
+						defer views.Done()
+						n.keep(ctx, "following the cluster's events", func() error { return n.runEventView(ctx, n.opts.Local) })
+					}()
+					defer views.Wait()
 					n.keep(ctx, "delivery from the cluster's stream", func() error { return n.runDelivery(ctx, n.opts.Local) })
 				}()
 			}

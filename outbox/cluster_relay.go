@@ -259,9 +259,11 @@ func (o *Outbox) metaU64(ctx context.Context, key []byte) (uint64, error) {
 
 // ApplyLog stores the log of an attempt made by any node (position pos
 // of the cluster's log stream), so that webhookLogs answers for the whole
-// cluster. The log gets this store's id and sequence; the position is
-// written with it. A log of a webhook deleted meanwhile is dropped.
-func (o *Outbox) ApplyLog(ctx context.Context, l Log, pos uint64) error {
+// cluster, and sets the delivery of the events view to what the log and
+// its outcome say (the latest log in stream order wins). The log gets
+// this store's id and sequence; the position is written with it. A log
+// of a webhook deleted meanwhile is dropped.
+func (o *Outbox) ApplyLog(ctx context.Context, l Log, out LogOutcome, pos uint64) error {
 	return o.use(ctx, func() error {
 		// As Commit does: Close closes the queues only after it has seen
 		// every sender that found the store open.
@@ -273,6 +275,12 @@ func (o *Outbox) ApplyLog(ctx context.Context, l Log, pos uint64) error {
 		req := o.queueAttempt(l.WebhookID, func(w entrySink) error {
 			if err := w.set(badger.NewEntry(keyMetaLogView, binary.BigEndian.AppendUint64(nil, pos))); err != nil {
 				return err
+			}
+			if len(l.EventID) == eventIDLen && len(l.WebhookID) == webhookIDLen {
+				d := viewDelivery(&l, out)
+				if err := w.set(badger.NewEntry(viewDeliveryKey(l.EventID, l.WebhookID), d.marshal())); err != nil {
+					return err
+				}
 			}
 			return o.writeLog(w, &l)
 		})

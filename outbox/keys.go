@@ -99,8 +99,12 @@ func cat(parts ...[]byte) []byte {
 
 func eventKey(seq uint64) []byte { return u64(cat(prefixEvent), seq) }
 
-func subjectPrefix(subject string) []byte {
-	b := cat(prefixSubject)
+func subjectPrefix(subject string) []byte { return subjectIndexPrefix(prefixSubject, subject) }
+
+// subjectIndexPrefix is prefix + the subject with its length, so that no
+// subject's range holds another's.
+func subjectIndexPrefix(prefix []byte, subject string) []byte {
+	b := cat(prefix)
 	b = binary.AppendUvarint(b, uint64(len(subject)))
 	return append(b, subject...)
 }

@@ -13,6 +13,9 @@ import (
 // ErrNotFound.
 func (o *Outbox) Event(ctx context.Context, id string) (Event, error) {
 	var out Event
+	if o.streamView() {
+		return o.viewEvent(ctx, id)
+	}
 	seq, ok := parseID(eventIDPrefix, id)
 	if !ok {
 		return out, fmt.Errorf("event %q: %w", id, ErrNotFound)
@@ -39,19 +42,29 @@ func readEvent(txn *badger.Txn, seq uint64, id string) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
+	return rec.event(ds), nil
+}
+
+// event is the record as the API shows it, with its deliveries.
+func (r *eventRecord) event(ds []Delivery) Event {
 	return Event{
-		ID:         rec.ID,
-		Type:       rec.Type,
-		Subject:    rec.Subject,
-		Rule:       rec.Rule,
-		CreatedAt:  rec.ObservedAt,
-		Payload:    rec.Payload,
+		ID:         r.ID,
+		Type:       r.Type,
+		Subject:    r.Subject,
+		Rule:       r.Rule,
+		CreatedAt:  r.ObservedAt,
+		Payload:    r.Payload,
 		Deliveries: ds,
-	}, nil
+	}
 }
 
 func readDeliveries(txn *badger.Txn, seq uint64) ([]Delivery, error) {
-	prefix := deliveryPrefix(seq)
+	return scanDeliveries(txn, deliveryPrefix(seq))
+}
+
+// scanDeliveries reads the delivery records under prefix, each keyed by
+// prefix + webhook id.
+func scanDeliveries(txn *badger.Txn, prefix []byte) ([]Delivery, error) {
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
 	defer it.Close()
 	ds := []Delivery{}
@@ -85,9 +98,15 @@ func (o *Outbox) Events(ctx context.Context, filter EventFilter, first int, afte
 	if filter.State != "" && filter.State != Pending && filter.State != Succeeded && filter.State != Failed {
 		return page, fmt.Errorf("%w: state %q must be PENDING, SUCCEEDED or FAILED", ErrInvalid, filter.State)
 	}
-	prefix, keyLen := prefixEvent, len(prefixEvent)+8
+	// In cluster mode the listing is the cluster's view (cluster_view.go),
+	// with the same layout under other prefixes.
+	prefix, subjects, read := prefixEvent, subjectPrefix, readEvent
+	if o.streamView() {
+		prefix, subjects, read = prefixViewEvent, viewSubjectPrefix, readViewEvent
+	}
+	keyLen := len(prefix) + 8
 	if filter.Subject != "" {
-		prefix = subjectPrefix(filter.Subject)
+		prefix = subjects(filter.Subject)
 		keyLen = len(prefix) + 8
 	}
 	afterKey, err := resumeAfter(after, prefix, keyLen)
@@ -106,7 +125,7 @@ func (o *Outbox) Events(ctx context.Context, filter EventFilter, first int, afte
 				page.HasNext = true
 				return nil
 			}
-			ev, err := readEvent(txn, beUint64(key[len(key)-8:]), "")
+			ev, err := read(txn, beUint64(key[len(key)-8:]), "")
 			if errors.Is(err, ErrNotFound) {
 				return nil // index entry of an event being removed
 			}
@@ -133,13 +152,13 @@ func (o *Outbox) Events(ctx context.Context, filter EventFilter, first int, afte
 		// Total counts the whole filtered listing, not just what follows
 		// the cursor.
 		if err == nil {
-			page.Total, err = o.countEvents(ctx, filter, prefix, keyLen)
+			page.Total, err = o.countEvents(ctx, filter, prefix, keyLen, read)
 		}
 	}
 	return page, err
 }
 
-func (o *Outbox) countEvents(ctx context.Context, filter EventFilter, prefix []byte, keyLen int) (int, error) {
+func (o *Outbox) countEvents(ctx context.Context, filter EventFilter, prefix []byte, keyLen int, read func(*badger.Txn, uint64, string) (Event, error)) (int, error) {
 	n := 0
 	err := o.view(ctx, func(txn *badger.Txn) error {
 		return scanReverse(txn, prefix, nil, func(key []byte) error {
@@ -150,7 +169,7 @@ func (o *Outbox) countEvents(ctx context.Context, filter EventFilter, prefix []b
 				n++
 				return nil
 			}
-			ev, err := readEvent(txn, beUint64(key[len(key)-8:]), "")
+			ev, err := read(txn, beUint64(key[len(key)-8:]), "")
 			if errors.Is(err, ErrNotFound) {
 				return nil
 			}

@@ -63,38 +63,27 @@ const retentionChunk = 1000
 // DISABLED webhook) are kept until it is done.
 func (o *Outbox) retain(now time.Time) error {
 	cutoff := now.Add(-o.storage.Retention)
-	var from []byte
-	for {
-		select {
-		case <-o.stop:
-			return nil
-		default:
+	for _, pass := range []func(from []byte, cutoff time.Time) ([]byte, bool, error){
+		o.retainEvents, o.retainViewEvents, o.retainLogs,
+	} {
+		var from []byte
+		for {
+			select {
+			case <-o.stop:
+				return nil
+			default:
+			}
+			next, more, err := pass(from, cutoff)
+			if err != nil {
+				return err
+			}
+			if !more {
+				break
+			}
+			from = next
 		}
-		next, more, err := o.retainEvents(from, cutoff)
-		if err != nil {
-			return err
-		}
-		if !more {
-			break
-		}
-		from = next
 	}
-	from = nil
-	for {
-		select {
-		case <-o.stop:
-			return nil
-		default:
-		}
-		next, more, err := o.retainLogs(from, cutoff)
-		if err != nil {
-			return err
-		}
-		if !more {
-			return nil
-		}
-		from = next
-	}
+	return nil
 }
 
 // retainEvents handles up to retentionChunk events starting at key from.

@@ -369,7 +369,7 @@ func (o *Outbox) deleteWebhook(ctx context.Context, id string, share bool) error
 		defer o.adminMu.Unlock()
 		err := o.deleteKeys(func(yield func([]byte) bool) error {
 			return o.db.View(func(txn *badger.Txn) error {
-				if !scanKeys(txn, lanePrefix(id), yield) {
+				if !scanKeys(txn, lanePrefix(id), yield) || !forgetViewDeliveries(txn, id, yield) {
 					return nil
 				}
 				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivery})
