@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -438,22 +436,8 @@ func startBinaryNode(t *testing.T, ns *natstest.Server, upstream, name string) *
 func startBinaryCommand(t *testing.T, command string, ns *natstest.Server, upstream, name string) *binaryNode {
 	t.Helper()
 	dir := t.TempDir()
-	rules := readFile(t, "docs/examples/orders.rules.yaml")
-	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := fmt.Sprintf(`proxy: {listen: "127.0.0.1:0", upstream: %q}
-admin: {listen: "127.0.0.1:0"}
-storage: {dir: %q}
-delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 400ms], jitter: 0}
-rules_file: rules.yaml
-log: {level: info, format: json}
-cluster: {nats: {urls: [%q]}, node: %s}
-`, upstream, filepath.Join(dir, "data"), ns.URL(), name)
-	path := filepath.Join(dir, "eventtap.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeTestConfig(t, dir, upstream, readFile(t, "docs/examples/orders.rules.yaml"), "{level: info, format: json}",
+		fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: %s}\n", ns.URL(), name))
 	p := startBinary(t, command, "--config", path)
 	n := &binaryNode{proc: p}
 	if command == "serve" {

@@ -47,12 +47,12 @@ type sidecar struct {
 	cfgPath, dir       string
 }
 
-// startSidecar writes a config (plus rulesYAML as rules_file) and runs
-// serve until the test ends. extra is appended to the config.
-func startSidecar(t testing.TB, upstream, rulesYAML, extra string) *sidecar {
+// writeTestConfig writes rulesYAML as dir/rules.yaml and, beside it, the
+// config of a sidecar in front of upstream: ports chosen by the kernel,
+// storage in dir/data, fast retries to private addresses, the log section
+// logCfg, and extra appended. It returns the config's path.
+func writeTestConfig(t testing.TB, dir, upstream, rulesYAML, logCfg, extra string) string {
 	t.Helper()
-	dir := t.TempDir()
-	sc := &sidecar{dir: dir, cfgPath: filepath.Join(dir, "eventtap.yaml")}
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rulesYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +61,21 @@ admin: {listen: "127.0.0.1:0"}
 storage: {dir: %q}
 delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 400ms], jitter: 0}
 rules_file: rules.yaml
-log: {level: warn, format: text}
-%s`, upstream, filepath.Join(dir, "data"), extra)
-	if err := os.WriteFile(sc.cfgPath, []byte(cfgText), 0o644); err != nil {
+log: %s
+%s`, upstream, filepath.Join(dir, "data"), logCfg, extra)
+	path := filepath.Join(dir, "eventtap.yaml")
+	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+// startSidecar writes a config (plus rulesYAML as rules_file) and runs
+// serve until the test ends. extra is appended to the config.
+func startSidecar(t testing.TB, upstream, rulesYAML, extra string) *sidecar {
+	t.Helper()
+	dir := t.TempDir()
+	sc := &sidecar{dir: dir, cfgPath: writeTestConfig(t, dir, upstream, rulesYAML, "{level: warn, format: text}", extra)}
 	cfg, eng, err := loadAll(sc.cfgPath)
 	if err != nil {
 		t.Fatalf("config: %v", err)

@@ -195,52 +195,36 @@ func newSchema(a *api, eventTypes []string) (graphql.Schema, error) {
 	webhookLogConnection := connectionType("WebhookLog", webhookLog, pageInfo)
 	eventConnection := connectionType("Event", event, pageInfo)
 
-	webhookCreateInput := graphql.NewInputObject(graphql.InputObjectConfig{
-		Name: "WebhookCreateInput",
-		Fields: graphql.InputObjectConfigFieldMap{
-			"url":         {Type: nn(graphql.String)},
-			"type":        {Type: nn(webhookType)},
-			"status":      {Type: webhookStatus, DefaultValue: string(outbox.Enabled)},
-			"secret":      {Type: graphql.String, Description: "A whsec_ secret to use; one is generated when omitted."},
-			"description": {Type: graphql.String},
-		},
+	webhookCreateInput := inputObject("WebhookCreateInput", "", graphql.InputObjectConfigFieldMap{
+		"url":         {Type: nn(graphql.String)},
+		"type":        {Type: nn(webhookType)},
+		"status":      {Type: webhookStatus, DefaultValue: string(outbox.Enabled)},
+		"secret":      {Type: graphql.String, Description: "A whsec_ secret to use; one is generated when omitted."},
+		"description": {Type: graphql.String},
 	})
-	webhookUpdateInput := graphql.NewInputObject(graphql.InputObjectConfig{
-		Name:        "WebhookUpdateInput",
-		Description: "Omitted (or null) fields keep their value.",
-		Fields: graphql.InputObjectConfigFieldMap{
-			"id":          {Type: nn(graphql.ID)},
-			"url":         {Type: graphql.String},
-			"type":        {Type: webhookType},
-			"status":      {Type: webhookStatus},
-			"description": {Type: graphql.String},
-		},
+	webhookUpdateInput := inputObject("WebhookUpdateInput", "Omitted (or null) fields keep their value.", graphql.InputObjectConfigFieldMap{
+		"id":          {Type: nn(graphql.ID)},
+		"url":         {Type: graphql.String},
+		"type":        {Type: webhookType},
+		"status":      {Type: webhookStatus},
+		"description": {Type: graphql.String},
 	})
-	webhooksFilter := graphql.NewInputObject(graphql.InputObjectConfig{
-		Name: "WebhooksFilterInput",
-		Fields: graphql.InputObjectConfigFieldMap{
-			"type":   {Type: webhookType},
-			"status": {Type: webhookStatus},
-		},
+	webhooksFilter := inputObject("WebhooksFilterInput", "", graphql.InputObjectConfigFieldMap{
+		"type":   {Type: webhookType},
+		"status": {Type: webhookStatus},
 	})
-	webhookLogsFilter := graphql.NewInputObject(graphql.InputObjectConfig{
-		Name: "WebhookLogsFilterInput",
-		Fields: graphql.InputObjectConfigFieldMap{
-			"type":          {Type: webhookType},
-			"webhookId":     {Type: graphql.ID},
-			"eventId":       {Type: graphql.ID},
-			"succeeded":     {Type: graphql.Boolean},
-			"createdAfter":  {Type: dateTime},
-			"createdBefore": {Type: dateTime},
-		},
+	webhookLogsFilter := inputObject("WebhookLogsFilterInput", "", graphql.InputObjectConfigFieldMap{
+		"type":          {Type: webhookType},
+		"webhookId":     {Type: graphql.ID},
+		"eventId":       {Type: graphql.ID},
+		"succeeded":     {Type: graphql.Boolean},
+		"createdAfter":  {Type: dateTime},
+		"createdBefore": {Type: dateTime},
 	})
-	eventsFilter := graphql.NewInputObject(graphql.InputObjectConfig{
-		Name: "EventsFilterInput",
-		Fields: graphql.InputObjectConfigFieldMap{
-			"type":    {Type: webhookType},
-			"subject": {Type: graphql.String},
-			"state":   {Type: deliveryState},
-		},
+	eventsFilter := inputObject("EventsFilterInput", "", graphql.InputObjectConfigFieldMap{
+		"type":    {Type: webhookType},
+		"subject": {Type: graphql.String},
+		"state":   {Type: deliveryState},
 	})
 
 	page := func(filter *graphql.InputObject) graphql.FieldConfigArgument {
@@ -356,12 +340,22 @@ func connection[T any](p outbox.Page[T], first int, after string) (map[string]an
 // value a parent resolver returned, so a mismatch is a bug (INTERNAL).
 func from[T any](get func(T) any) graphql.FieldResolveFn {
 	return func(p graphql.ResolveParams) (any, error) {
-		v, ok := p.Source.(T)
-		if !ok {
-			return nil, fmt.Errorf("admin: resolver for %s got a %T", p.Info.FieldName, p.Source)
+		v, err := sourceOf[T](p)
+		if err != nil {
+			return nil, err
 		}
 		return get(v), nil
 	}
+}
+
+// sourceOf returns the value the parent resolver returned, which is a T
+// unless the schema and the resolvers disagree (a bug: INTERNAL).
+func sourceOf[T any](p graphql.ResolveParams) (T, error) {
+	v, ok := p.Source.(T)
+	if !ok {
+		return v, fmt.Errorf("admin: resolver for %s got a %T", p.Info.FieldName, p.Source)
+	}
+	return v, nil
 }
 
 // typeOf resolves a WebhookType field. A stored type that is no longer
@@ -369,9 +363,9 @@ func from[T any](get func(T) any) graphql.FieldResolveFn {
 // graphql-go report a bare null in a non-null field.
 func typeOf[T any](a *api, get func(T) string) graphql.FieldResolveFn {
 	return func(p graphql.ResolveParams) (any, error) {
-		v, ok := p.Source.(T)
-		if !ok {
-			return nil, fmt.Errorf("admin: resolver for %s got a %T", p.Info.FieldName, p.Source)
+		v, err := sourceOf[T](p)
+		if err != nil {
+			return nil, err
 		}
 		t := get(v)
 		if !a.types[t] {
@@ -385,9 +379,9 @@ func typeOf[T any](a *api, get func(T) string) graphql.FieldResolveFn {
 // webhook is deleted (the log and delivery outlive it).
 func webhookOf[T any](a *api, get func(T) string) graphql.FieldResolveFn {
 	return func(p graphql.ResolveParams) (any, error) {
-		v, ok := p.Source.(T)
-		if !ok {
-			return nil, fmt.Errorf("admin: resolver for %s got a %T", p.Info.FieldName, p.Source)
+		v, err := sourceOf[T](p)
+		if err != nil {
+			return nil, err
 		}
 		id := get(v)
 		if id == "" {
@@ -485,4 +479,9 @@ func parseDateTime(s string) any {
 		return nil
 	}
 	return t
+}
+
+// inputObject declares an input type of the schema.
+func inputObject(name, description string, fields graphql.InputObjectConfigFieldMap) *graphql.InputObject {
+	return graphql.NewInputObject(graphql.InputObjectConfig{Name: name, Description: description, Fields: fields})
 }

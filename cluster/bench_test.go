@@ -34,7 +34,7 @@ var syncModes = []struct {
 // JetStream before it is released.
 func BenchmarkPublish(b *testing.B) {
 	eachModeAndWorkers(b, func(b *testing.B, js jetstream.JetStream, workers int) {
-		eventsStream(b, js)
+		eventsStream(b, js, 1)
 		var lat latencies
 		lat.report(b, runConcurrent(b, workers, &lat, publishOp(js)), 1, "")
 	})
@@ -77,7 +77,7 @@ func BenchmarkStateCAS(b *testing.B) {
 			b.Run(mode.name+"/"+tc.name, func(b *testing.B) {
 				s := startServer(b, mode.always)
 				_, js := connect(b, s)
-				kv := stateBucket(b, js)
+				kv := stateBucket(b, js, 1)
 				ctx := context.Background()
 				var lat latencies
 				var conflicts atomicCounter
@@ -102,8 +102,8 @@ func BenchmarkStateCAS(b *testing.B) {
 // measured in ./outbox/, comes on top).
 func BenchmarkChangedRelease(b *testing.B) {
 	eachModeAndWorkers(b, func(b *testing.B, js jetstream.JetStream, workers int) {
-		eventsStream(b, js)
-		kv := stateBucket(b, js)
+		eventsStream(b, js, 1)
+		kv := stateBucket(b, js, 1)
 		var lat latencies
 		lat.report(b, runConcurrent(b, workers, &lat, changedOp(js, kv)), 1, "")
 	})
@@ -160,7 +160,7 @@ func BenchmarkPublishAsyncBatch(b *testing.B) {
 		b.Run(mode.name+"/batch=64", func(b *testing.B) {
 			s := startServer(b, mode.always)
 			_, js := connect(b, s, jetstream.WithPublishAsyncMaxPending(4*batch))
-			eventsStream(b, js)
+			eventsStream(b, js, 1)
 			var lat latencies
 			lat.report(b, runConcurrent(b, 1, &lat, batchOp(js, batch)), batch, "events")
 		})
@@ -198,8 +198,8 @@ func batchOp(js jetstream.JetStream, n int) func(i int) error {
 func BenchmarkReplicated(b *testing.B) {
 	servers := startNATSCluster(b)
 	_, js := connect(b, servers[0], jetstream.WithPublishAsyncMaxPending(256))
-	st := eventsStreamReplicas(b, js, 3)
-	kv := stateBucketReplicas(b, js, 3)
+	st := eventsStream(b, js, 3)
+	kv := stateBucket(b, js, 3)
 	for _, tc := range []struct {
 		name    string
 		workers int
@@ -260,7 +260,7 @@ func BenchmarkStateKeyMemory(b *testing.B) {
 	const keys = 50_000
 	s := startServer(b, false)
 	_, js := connect(b, s, jetstream.WithPublishAsyncMaxPending(512))
-	stateBucket(b, js)
+	stateBucket(b, js, 1)
 	heap := func() uint64 {
 		runtime.GC()
 		var m runtime.MemStats

@@ -74,12 +74,7 @@ func connect(tb testing.TB, s *server.Server, opts ...jetstream.JetStreamOpt) (*
 
 // eventsStream creates the events stream as docs/cluster.md describes it:
 // partition subjects, limits retention, a dedupe window.
-func eventsStream(tb testing.TB, js jetstream.JetStream) jetstream.Stream {
-	tb.Helper()
-	return eventsStreamReplicas(tb, js, 1)
-}
-
-func eventsStreamReplicas(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.Stream {
+func eventsStream(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.Stream {
 	tb.Helper()
 	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
 		Name:       "eventtap_events",
@@ -98,12 +93,7 @@ func eventsStreamReplicas(tb testing.TB, js jetstream.JetStream, replicas int) j
 
 // stateBucket creates the `changed` state bucket: one value per key, values
 // expire like the single node's r/ keys.
-func stateBucket(tb testing.TB, js jetstream.JetStream) jetstream.KeyValue {
-	tb.Helper()
-	return stateBucketReplicas(tb, js, 1)
-}
-
-func stateBucketReplicas(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.KeyValue {
+func stateBucket(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.KeyValue {
 	tb.Helper()
 	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{
 		Bucket:   "eventtap_state",

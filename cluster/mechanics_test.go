@@ -23,7 +23,7 @@ import (
 func TestPublishDedupeByEventID(t *testing.T) {
 	s := startServer(t, false)
 	_, js := connect(t, s)
-	st := eventsStream(t, js)
+	st := eventsStream(t, js, 1)
 	ctx := context.Background()
 	first, err := js.Publish(ctx, "eventtap.events.3", payload, jetstream.WithMsgID("evt_a"))
 	if err != nil {
@@ -50,7 +50,7 @@ func TestPublishDedupeByEventID(t *testing.T) {
 func TestStateCASConflict(t *testing.T) {
 	s := startServer(t, false)
 	_, js := connect(t, s)
-	kv := stateBucket(t, js)
+	kv := stateBucket(t, js, 1)
 	ctx := context.Background()
 	if _, err := kv.Create(ctx, "k", []byte(`"OPEN"`)); err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func TestStateCASConflict(t *testing.T) {
 func TestPinnedOwnerFailover(t *testing.T) {
 	s := startServer(t, false)
 	_, js := connect(t, s)
-	eventsStream(t, js)
+	eventsStream(t, js, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const pinnedTTL = 2 * time.Second
@@ -222,7 +222,7 @@ func TestReplicatedStreamLosesLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := eventsStreamReplicas(t, js, 3)
+	st := eventsStream(t, js, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -21,6 +21,11 @@ func (e *enc) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
 func (e *enc) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
 func (e *enc) bytes(v []byte)   { e.uvarint(uint64(len(v))); e.b = append(e.b, v...) }
 func (e *enc) str(v string)     { e.uvarint(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *enc) strs(vs ...string) {
+	for _, v := range vs {
+		e.str(v)
+	}
+}
 func (e *enc) time(t time.Time) { e.varint(unixNano(t)) }
 func (e *enc) bool(v bool) {
 	if v {
@@ -84,10 +89,26 @@ func (d *dec) byte() byte {
 	return v
 }
 
-func (d *dec) version() {
+// newRecord starts a record's encoding: the version byte, appended to buf
+// (nil for a fresh buffer of capacity size).
+func newRecord(buf []byte, size int) enc {
+	if buf == nil {
+		buf = make([]byte, 0, size)
+	}
+	return enc{b: append(buf, recordVersion)}
+}
+
+// decodeRecord checks b's version byte and reads the rest with read; a
+// truncated or unknown record gives errCorrupt.
+func decodeRecord(b []byte, read func(d *dec)) error {
+	d := dec{b: b}
 	if v := d.byte(); d.err == nil && v != recordVersion {
 		d.err = errCorrupt
 	}
+	if d.err == nil {
+		read(&d)
+	}
+	return d.err
 }
 
 func unixNano(t time.Time) int64 {
@@ -116,11 +137,8 @@ type eventRecord struct {
 }
 
 func (r *eventRecord) marshal(buf []byte) []byte {
-	e := enc{b: append(buf, recordVersion)}
-	e.str(r.ID)
-	e.str(r.Type)
-	e.str(r.Subject)
-	e.str(r.Rule)
+	e := newRecord(buf, 0)
+	e.strs(r.ID, r.Type, r.Subject, r.Rule)
 	e.time(r.ObservedAt)
 	e.time(r.CommittedAt)
 	e.bytes(r.Payload)
@@ -128,12 +146,11 @@ func (r *eventRecord) marshal(buf []byte) []byte {
 }
 
 func (r *eventRecord) unmarshal(b []byte) error {
-	d := dec{b: b}
-	d.version()
-	r.ID, r.Type, r.Subject, r.Rule = d.str(), d.str(), d.str(), d.str()
-	r.ObservedAt, r.CommittedAt = d.time(), d.time()
-	r.Payload = d.bytes()
-	return d.err
+	return decodeRecord(b, func(d *dec) {
+		r.ID, r.Type, r.Subject, r.Rule = d.str(), d.str(), d.str(), d.str()
+		r.ObservedAt, r.CommittedAt = d.time(), d.time()
+		r.Payload = d.bytes()
+	})
 }
 
 // deliveryRecord is the stored state of one event's delivery to one webhook
@@ -148,8 +165,8 @@ type deliveryRecord struct {
 var stateCodes = map[DeliveryState]byte{Pending: 'P', Succeeded: 'S', Failed: 'F'}
 
 func (r *deliveryRecord) marshal() []byte {
-	e := enc{b: make([]byte, 0, 24)}
-	e.b = append(e.b, recordVersion, stateCodes[r.State])
+	e := newRecord(nil, 24)
+	e.b = append(e.b, stateCodes[r.State])
 	e.uvarint(uint64(r.Attempts))
 	e.time(r.NextAttemptAt)
 	e.uvarint(uint64(r.LastResponseStatus))
@@ -157,24 +174,23 @@ func (r *deliveryRecord) marshal() []byte {
 }
 
 func (r *deliveryRecord) unmarshal(b []byte) error {
-	d := dec{b: b}
-	d.version()
-	switch d.byte() {
-	case 'P':
-		r.State = Pending
-	case 'S':
-		r.State = Succeeded
-	case 'F':
-		r.State = Failed
-	default:
-		if d.err == nil {
-			d.err = errCorrupt
+	return decodeRecord(b, func(d *dec) {
+		switch d.byte() {
+		case 'P':
+			r.State = Pending
+		case 'S':
+			r.State = Succeeded
+		case 'F':
+			r.State = Failed
+		default:
+			if d.err == nil {
+				d.err = errCorrupt
+			}
 		}
-	}
-	r.Attempts = int(d.uvarint())
-	r.NextAttemptAt = d.time()
-	r.LastResponseStatus = int(d.uvarint())
-	return d.err
+		r.Attempts = int(d.uvarint())
+		r.NextAttemptAt = d.time()
+		r.LastResponseStatus = int(d.uvarint())
+	})
 }
 
 // laneValue is the value of a q/ key: what the dispatcher needs to schedule
@@ -185,18 +201,14 @@ type laneValue struct {
 }
 
 func (v laneValue) marshal() []byte {
-	e := enc{b: make([]byte, 0, 20)}
-	e.b = append(e.b, recordVersion)
+	e := newRecord(nil, 20)
 	e.time(v.NextAttemptAt)
 	e.time(v.ObservedAt)
 	return e.b
 }
 
 func (v *laneValue) unmarshal(b []byte) error {
-	d := dec{b: b}
-	d.version()
-	v.NextAttemptAt, v.ObservedAt = d.time(), d.time()
-	return d.err
+	return decodeRecord(b, func(d *dec) { v.NextAttemptAt, v.ObservedAt = d.time(), d.time() })
 }
 
 // webhookRecord is the stored form of a webhook (key w/<id>).
@@ -223,12 +235,8 @@ func readOptStr(d *dec) *string {
 }
 
 func (r *webhookRecord) marshal() []byte {
-	e := enc{b: []byte{recordVersion}}
-	e.str(r.ID)
-	e.str(r.URL)
-	e.str(r.Type)
-	e.str(string(r.Status))
-	e.str(r.Secret)
+	e := newRecord(nil, 128)
+	e.strs(r.ID, r.URL, r.Type, string(r.Status), r.Secret)
 	// The newest previous secret where records before multi-rotation kept
 	// their only one; any older ones at the end, which those records lack.
 	var first PreviousSecret
@@ -253,38 +261,33 @@ func (r *webhookRecord) marshal() []byte {
 }
 
 func (r *webhookRecord) unmarshal(b []byte) error {
-	d := dec{b: b}
-	d.version()
-	r.ID, r.URL, r.Type = d.str(), d.str(), d.str()
-	r.Status = WebhookStatus(d.str())
-	r.Secret = d.str()
-	r.PreviousSecrets = nil
-	if first := (PreviousSecret{Secret: d.str(), Until: d.time()}); first.Secret != "" {
-		r.PreviousSecrets = append(r.PreviousSecrets, first)
-	}
-	r.Description = readOptStr(&d)
-	r.DisabledReason = readOptStr(&d)
-	r.CreatedAt, r.UpdatedAt, r.FailingSince = d.time(), d.time(), d.time()
-	if d.err == nil && len(d.b) > 0 {
-		n := d.uvarint()
-		if n > maxPreviousSecrets {
-			return errCorrupt
+	return decodeRecord(b, func(d *dec) {
+		r.ID, r.URL, r.Type = d.str(), d.str(), d.str()
+		r.Status = WebhookStatus(d.str())
+		r.Secret = d.str()
+		r.PreviousSecrets = nil
+		if first := (PreviousSecret{Secret: d.str(), Until: d.time()}); first.Secret != "" {
+			r.PreviousSecrets = append(r.PreviousSecrets, first)
 		}
-		for range n {
-			r.PreviousSecrets = append(r.PreviousSecrets, PreviousSecret{Secret: d.str(), Until: d.time()})
+		r.Description = readOptStr(d)
+		r.DisabledReason = readOptStr(d)
+		r.CreatedAt, r.UpdatedAt, r.FailingSince = d.time(), d.time(), d.time()
+		if d.err == nil && len(d.b) > 0 {
+			n := d.uvarint()
+			if n > maxPreviousSecrets {
+				d.err = errCorrupt
+				return
+			}
+			for range n {
+				r.PreviousSecrets = append(r.PreviousSecrets, PreviousSecret{Secret: d.str(), Until: d.time()})
+			}
 		}
-	}
-	return d.err
+	})
 }
 
 func marshalLog(l *Log) []byte {
-	e := enc{b: make([]byte, 0, 128+len(l.Request)+len(l.ResponseBody))}
-	e.b = append(e.b, recordVersion)
-	e.str(l.ID)
-	e.str(l.WebhookID)
-	e.str(l.EventID)
-	e.str(l.Type)
-	e.str(l.URL)
+	e := newRecord(nil, 128+len(l.Request)+len(l.ResponseBody))
+	e.strs(l.ID, l.WebhookID, l.EventID, l.Type, l.URL)
 	e.time(l.CreatedAt)
 	e.uvarint(uint64(l.ResponseStatus))
 	e.str(l.Request)
@@ -297,16 +300,16 @@ func marshalLog(l *Log) []byte {
 }
 
 func unmarshalLog(b []byte) (Log, error) {
-	d := dec{b: b}
-	d.version()
 	var l Log
-	l.ID, l.WebhookID, l.EventID, l.Type, l.URL = d.str(), d.str(), d.str(), d.str(), d.str()
-	l.CreatedAt = d.time()
-	l.ResponseStatus = int(d.uvarint())
-	l.Request = d.str()
-	l.Attempt = int(d.uvarint())
-	l.Duration = time.Duration(d.varint())
-	l.Error, l.ResponseBody = d.str(), d.str()
-	l.Succeeded = d.bool()
-	return l, d.err
+	err := decodeRecord(b, func(d *dec) {
+		l.ID, l.WebhookID, l.EventID, l.Type, l.URL = d.str(), d.str(), d.str(), d.str(), d.str()
+		l.CreatedAt = d.time()
+		l.ResponseStatus = int(d.uvarint())
+		l.Request = d.str()
+		l.Attempt = int(d.uvarint())
+		l.Duration = time.Duration(d.varint())
+		l.Error, l.ResponseBody = d.str(), d.str()
+		l.Succeeded = d.bool()
+	})
+	return l, err
 }
