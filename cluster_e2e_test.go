@@ -356,7 +356,7 @@ func TestClusterNATSDown(t *testing.T) {
 	defer api.Close()
 	nodes := startClusterNodes(t, ns, api.URL, 2)
 	rc := newHookReceiver(t)
-	rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
+	created := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
 	for _, sc := range nodes {
 		if v := scrape(t, sc.adminURL)["eventtap_cluster_connected"]; v != 1 {
 			t.Fatalf("eventtap_cluster_connected = %v with NATS up", v)
@@ -394,6 +394,10 @@ func TestClusterNATSDown(t *testing.T) {
 		map[string]any{"url": rc.srv.URL + "/other"})
 	if r.code() != "UNAVAILABLE" {
 		t.Errorf("webhookCreate with NATS down: code %q, errors %+v; want UNAVAILABLE", r.code(), r.Errors)
+	}
+	r = gql(t, nodes[1].adminURL, `mutation($id: ID!) { webhookReplay(id: $id, since: "2020-01-01T00:00:00Z") }`, map[string]any{"id": created})
+	if r.code() != "UNAVAILABLE" {
+		t.Errorf("webhookReplay with NATS down: code %q, errors %+v; want UNAVAILABLE", r.code(), r.Errors)
 	}
 	// Reads answer from the node's last known state.
 	var hooks struct{ TotalCount int }

@@ -63,6 +63,13 @@ func storeError(ctx context.Context, logger *slog.Logger, op, what string, err e
 		// Cluster mode: NATS is unreachable, or other nodes kept changing
 		// the same webhook; nothing was changed, and a retry may succeed.
 		logger.WarnContext(ctx, "store call refused by the cluster", "op", op, "err", err)
+		switch op {
+		// Published again on the cluster's stream (docs/cluster.md).
+		case "Redeliver":
+			return &codedError{code: codeUnavailable, msg: "the cluster's events stream (NATS JetStream) cannot be reached right now; the event was not queued again, retry later"}
+		case "Replay":
+			return &codedError{code: codeUnavailable, msg: "the cluster's events stream (NATS JetStream) cannot be reached right now; retry later (part of the replay may have been queued already: receivers deduplicate on webhook-id)"}
+		}
 		return &codedError{code: codeUnavailable, msg: "the cluster's shared registry (NATS JetStream) cannot be changed right now; nothing was changed, retry later"}
 	case errors.Is(err, outbox.ErrClosed):
 		return &codedError{code: codeInternal, msg: "the event store is shutting down; retry against the new instance"}

@@ -57,6 +57,7 @@ type held struct {
 	part    int
 	ev      outbox.Event
 	pending map[string]int // webhook id → attempts made, for deliveries not done
+	copy    bool           // published again by eventRedeliver or webhookReplay
 	dropped bool           // the partition moved away; its items are skipped
 }
 
@@ -265,8 +266,15 @@ func (sd *streamDelivery) receive(ctx context.Context, cons jetstream.Consumer, 
 		_ = m.Term()
 		return
 	}
-	subs := sd.local.Subscribers(ev.Type)
-	h := &held{msg: m, seq: md.Sequence.Stream, part: p, ev: ev, pending: make(map[string]int, len(subs))}
+	// An event as committed goes to the ENABLED webhooks of its type; a
+	// copy published by eventRedeliver or webhookReplay (requeue.go) to
+	// the webhooks it names (Prepare drops those deleted since).
+	subs := requeueTargets(m.Headers())
+	isCopy := subs != nil
+	if !isCopy {
+		subs = sd.local.Subscribers(ev.Type)
+	}
+	h := &held{msg: m, seq: md.Sequence.Stream, part: p, ev: ev, copy: isCopy, pending: make(map[string]int, len(subs))}
 	for _, id := range subs {
 		h.pending[id] = 0
 	}
@@ -505,7 +513,7 @@ func (sd *streamDelivery) Record(ctx context.Context, a *delivery.Attempt, done 
 
 func (sd *streamDelivery) record(ctx context.Context, a *delivery.Attempt) error {
 	h := a.State.(*held)
-	sd.n.shareLog(ctx, h.part, sd.local.ObserveStreamAttempt(a, h.ev), a)
+	sd.n.shareLog(ctx, h.part, sd.local.ObserveStreamAttempt(a, h.ev), a, h)
 	sd.mu.Lock()
 	if _, ok := h.pending[a.WebhookID]; ok {
 		h.pending[a.WebhookID] = a.Number

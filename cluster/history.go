@@ -44,14 +44,21 @@ type sharedLog struct {
 
 // shareLog publishes the log of attempt a on partition p and waits for
 // the stream to store it. A log that cannot be stored (NATS gone at that
-// moment) is only logged here: the delivery itself was made.
-func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log, a *delivery.Attempt) {
+// moment) is only logged here: the delivery itself was made. Its
+// Nats-Msg-Id names the event, webhook and attempt, and for an attempt
+// of a redelivery's copy (h) the copy's position too: its attempts count
+// from 1 again, and must not be dropped as the original's.
+func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log, a *delivery.Attempt, h *held) {
 	body, err := json.Marshal(sharedLog{Log: l, Final: a.Outcome == delivery.Done, Next: a.Next})
 	if err == nil {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		msg := &nats.Msg{Subject: n.cfg.Name + ".logs." + strconv.Itoa(p), Data: body}
-		_, err = n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(l.EventID+"/"+l.WebhookID+"/"+strconv.Itoa(l.Attempt)))
+		id := l.EventID + "/" + l.WebhookID + "/" + strconv.Itoa(l.Attempt)
+		if h.copy {
+			id += "/" + strconv.FormatUint(h.seq, 10)
+		}
+		_, err = n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 	}
 	if err != nil {
 		n.log.Warn("sharing a delivery log failed; it is missing from webhookLogs", "event", l.EventID, "webhook", l.WebhookID, "err", err)
@@ -155,7 +162,7 @@ func (n *Node) runEventView(ctx context.Context, local Deliverer) error {
 			return
 		}
 		pos = md.Sequence.Stream
-		batch = append(batch, outbox.ViewEvent{Pos: pos, Record: m.Data()})
+		batch = append(batch, outbox.ViewEvent{Pos: pos, Record: m.Data(), Copy: requeueTargets(m.Headers()) != nil})
 		size += len(m.Data())
 	}
 	for {

@@ -1,7 +1,10 @@
 // Package cluster is eventtap's cluster mode on NATS JetStream (SPEC §8,
 // docs/cluster.md): with `cluster.nats` configured, the nodes share one
 // webhook registry and one `changed` state through JetStream key-value
-// buckets. It is the only package that imports nats.go. It must not touch
+// buckets, relay their events to one events stream, deliver it by
+// partition, and keep views of the cluster's events and delivery logs;
+// redeliveries and replays are copies on that stream (requeue.go). It is
+// the only package that imports nats.go. It must not touch
 // Badger (the outbox does, through the hooks of outbox/cluster_seam.go) and
 // the proxy and rules never learn whether the node is clustered.
 package cluster

@@ -67,7 +67,16 @@ func (o *Outbox) TestWebhook(ctx context.Context, id string) (Log, error) {
 // pending are left alone (and not counted); delivered or failed ones start
 // over with a fresh retry schedule. They flow through the normal path:
 // ordered per subject, retried, paused while the webhook is DISABLED.
+//
+// In cluster mode the event is published again for the webhook on the
+// cluster's stream instead (clusterReplay).
 func (o *Outbox) Replay(ctx context.Context, webhookID string, since time.Time) (int, error) {
+	if rq, ok := o.streamRequeue(); ok {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return o.clusterReplay(ctx, rq, webhookID, since)
+	}
 	n := 0
 	err := o.use(ctx, func() error {
 		hook := o.webhookCopy(webhookID)
@@ -159,8 +168,14 @@ func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRec
 // included, is reset to PENDING, due now, with a fresh retry schedule and
 // goes through the normal path (ordering, retries).
 // It returns the event with its updated deliveries.
+//
+// In cluster mode the event is published again on the cluster's stream
+// for those webhooks instead (clusterRedeliver).
 func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Event, error) {
 	var out Event
+	if rq, ok := o.streamRequeue(); ok {
+		return o.clusterRedeliver(ctx, rq, eventID, webhookID)
+	}
 	seq, ok := parseID(eventIDPrefix, eventID)
 	if !ok {
 		return out, fmt.Errorf("event %q: %w", eventID, ErrNotFound)

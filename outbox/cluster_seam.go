@@ -62,6 +62,10 @@ type Cluster struct {
 	// stream: the committer then fans no event out to local deliveries
 	// (the partition's owner does, see DeliveryTarget and Subscribers).
 	StreamDelivery bool
+	// Requeue publishes events again for given webhooks on the cluster's
+	// stream: eventRedeliver and webhookReplay in cluster mode
+	// (cluster_requeue.go). Nil: those calls fail with ErrUnavailable.
+	Requeue Requeuer
 	// Owned is the delivery work this node holds for the cluster, which
 	// eventtap_outbox_pending and the per-webhook backlog gauges count
 	// with the node's own; nil when none.

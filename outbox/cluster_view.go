@@ -59,6 +59,10 @@ func (o *Outbox) streamView() bool {
 type ViewEvent struct {
 	Pos    uint64
 	Record []byte
+	// Copy marks a copy published for a redelivery or a replay
+	// (cluster_requeue.go): only the position moves, so that the event is
+	// listed once, at its first position.
+	Copy bool
 }
 
 // EventViewPosition returns the last position of the cluster's events
@@ -71,7 +75,8 @@ func (o *Outbox) EventViewPosition(ctx context.Context) (uint64, error) {
 // this node's view, in one transaction with the position reached. An
 // event whose id is already in the view (a relay's copy sent again after
 // the stream's dedupe window) is skipped, as is one that cannot be read,
-// which is logged: it must not stop the view. The caller bounds the batch.
+// which is logged: it must not stop the view. A redelivery's copy (Copy)
+// is skipped too. The caller bounds the batch.
 func (o *Outbox) ApplyEvents(ctx context.Context, evs []ViewEvent) error {
 	if len(evs) == 0 {
 		return nil
@@ -79,6 +84,9 @@ func (o *Outbox) ApplyEvents(ctx context.Context, evs []ViewEvent) error {
 	return o.use(ctx, func() error {
 		return o.dbUpdate(func(txn *badger.Txn) error {
 			for _, ev := range evs {
+				if ev.Copy {
+					continue
+				}
 				var rec eventRecord
 				if err := rec.unmarshal(ev.Record); err != nil {
 					o.log.Error("an event in the cluster's stream cannot be read; it is missing from events", "stream_seq", ev.Pos, "err", err)
