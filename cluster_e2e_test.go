@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -680,4 +681,41 @@ func TestClusterDeliverNode(t *testing.T) {
 		}
 		return sum == 4
 	})
+}
+
+// TestClusterStopsWithNATSDown: a node asked to stop (SIGTERM, as in a
+// rolling restart) while NATS is unreachable exits within its shutdown
+// deadline. Giving its partitions back cannot reach the server then; it
+// once waited 2 s for each of the 32 partitions.
+func TestClusterStopsWithNATSDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary and a NATS server; skipped with -short")
+	}
+	ns := natstest.Start(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	defer api.Close()
+	n := startBinaryNode(t, ns, api.URL, "stopper")
+	testkit.Eventually(t, 20*time.Second, "eventtap_cluster_connected 1", func() bool {
+		return scrape(t, n.adminURL)["eventtap_cluster_connected"] == 1
+	})
+	time.Sleep(1500 * time.Millisecond) // past a rebalance tick: it consumes every partition
+	ns.Stop()
+	testkit.Eventually(t, 10*time.Second, "eventtap_cluster_connected 0", func() bool {
+		return scrape(t, n.adminURL)["eventtap_cluster_connected"] == 0
+	})
+	start := time.Now()
+	_ = n.proc.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- n.proc.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit after SIGTERM with NATS down: %v\n%s", err, n.proc.logs())
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("stopping with NATS down took %s, want under 10s", d)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("no exit within 40s of SIGTERM with NATS down\n%s", n.proc.logs())
+	}
 }

@@ -35,6 +35,9 @@ const (
 	maxAckPending = 10000
 	// heartbeatEvery keeps held messages from being redelivered.
 	heartbeatEvery = ackWait / 3
+	// releaseTimeout bounds giving partitions back: one partition on a
+	// rebalance, all of them together when the node stops.
+	releaseTimeout = 2 * time.Second
 	priorityGroup  = "owner"
 )
 
@@ -136,10 +139,14 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 	}
 	active := map[int]jetstream.ConsumeContext{}
 	defer func() {
-		// Stopping (a rolling restart): give every partition back at once.
+		// Stopping (a rolling restart): give every partition back at once,
+		// within releaseTimeout in all (with NATS unreachable nothing can
+		// be given back; the pins then lapse after pinnedTTL).
+		rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
 		for p, cc := range active {
 			cc.Stop()
-			sd.release(context.Background(), p)
+			sd.release(rctx, p)
 		}
 	}()
 	// balance pulls the partitions this node is preferred for among the
@@ -246,7 +253,12 @@ func (sd *streamDelivery) release(ctx context.Context, p int) {
 	for _, m := range ms {
 		_ = m.Nak()
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if !sd.n.nc.IsConnected() {
+		// Nothing can reach the server: the pin lapses after pinnedTTL.
+		sd.n.log.Info("gave a partition up; NATS is unreachable, so the next owner waits for its pin to lapse", "partition", p)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	if st, err := sd.n.js.Stream(ctx, sd.n.eventsStream()); err == nil {
 		_ = st.UnpinConsumer(ctx, sd.n.consumerName(p), priorityGroup)
