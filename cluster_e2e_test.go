@@ -220,6 +220,7 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 			return logs.TotalCount == 3*orders
 		})
 	}
+	checkClusterLogPages(t, nodes)
 	checkClusterEvents(t, nodes, createdVia, 3*orders)
 	// One delivery system, spread over the nodes.
 	for _, sc := range nodes {
@@ -230,8 +231,58 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	if got := rc.at("/paused"); len(got) != 0 {
 		t.Errorf("the webhook disabled on node 1 received %d deliveries from the other nodes", len(got))
 	}
+	// A webhookTest made on node 2 is in webhookLogs on node 3, by its id.
+	var test struct{ ID string }
+	gql(t, nodes[1].adminURL, `mutation($id: ID!) { webhookTest(id: $id) { id } }`, map[string]any{"id": created}).into(t, "webhookTest", &test)
+	testkit.Eventually(t, 5*time.Second, "node 2's webhookTest log on node 3", func() bool {
+		var logs struct {
+			Edges []struct{ Node struct{ ID string } }
+		}
+		gql(t, nodes[2].adminURL, `query($id: ID!) { webhookLogs(first: 1, filter: {webhookId: $id}) { edges { node { id } } } }`,
+			map[string]any{"id": created}).into(t, "webhookLogs", &logs)
+		return len(logs.Edges) == 1 && logs.Edges[0].Node.ID == test.ID
+	})
 	if len(rc.bad) > 0 {
 		t.Errorf("rejected deliveries: %v", rc.bad)
+	}
+}
+
+// checkClusterLogPages: behind one admin Service, consecutive pages of
+// webhookLogs may come from different nodes, so every node lists the same
+// log ids in the same order and takes another node's cursor.
+func checkClusterLogPages(t *testing.T, nodes []*sidecar) {
+	t.Helper()
+	type logPage struct {
+		Edges []struct {
+			Cursor string
+			Node   struct{ ID string }
+		}
+		PageInfo struct{ EndCursor string }
+	}
+	page := func(sc *sidecar, after string) logPage {
+		var p logPage
+		gql(t, sc.adminURL, `query($after: String) { webhookLogs(first: 7, after: $after) { edges { cursor node { id } } pageInfo { endCursor } } }`,
+			map[string]any{"after": after}).into(t, "webhookLogs", &p)
+		return p
+	}
+	ids := func(p logPage) []string {
+		var out []string
+		for _, e := range p.Edges {
+			out = append(out, e.Node.ID)
+		}
+		return out
+	}
+	first := page(nodes[0], "")
+	for _, sc := range nodes[1:] {
+		if got := ids(page(sc, "")); !slices.Equal(got, ids(first)) {
+			t.Errorf("first page of webhookLogs on %s: %v, on node 1: %v", sc.adminURL, got, ids(first))
+		}
+	}
+	second := ids(page(nodes[0], first.PageInfo.EndCursor))
+	for _, sc := range nodes[1:] {
+		if got := ids(page(sc, first.PageInfo.EndCursor)); len(second) == 0 || !slices.Equal(got, second) {
+			t.Errorf("node 1's cursor on %s gives %v, on node 1 %v", sc.adminURL, got, second)
+		}
 	}
 }
 

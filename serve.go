@@ -244,7 +244,7 @@ func startCluster(full config, ob *outbox.Outbox, logger *slog.Logger, reg prome
 	if err != nil {
 		return nil, err
 	}
-	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true, Requeue: node, Owned: node.Owned()})
+	ob.SetCluster(outbox.Cluster{Registry: node.Registry(), State: node.State(), StreamDelivery: true, Requeue: node, TestLogs: node, Owned: node.Owned()})
 	checks["nats"] = admin.Advisory(node.Check)
 	return node, nil
 }

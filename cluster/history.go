@@ -40,6 +40,29 @@ type sharedLog struct {
 	outbox.Log
 	Final bool      `json:",omitempty"`
 	Next  time.Time `json:",omitempty"`
+	// Test marks the log of a webhookTest: no event, no delivery.
+	Test bool `json:",omitempty"`
+}
+
+// ShareTestLog publishes the log of a webhookTest made on this node
+// (outbox.Cluster.TestLogs), so that webhookLogs on every node list it,
+// and returns its position in the logs stream.
+func (n *Node) ShareTestLog(ctx context.Context, l outbox.Log) (uint64, error) {
+	if !n.streamsReady.Load() || !n.nc.IsConnected() {
+		return 0, unavailable(ErrNATSUnreachable)
+	}
+	body, err := json.Marshal(sharedLog{Log: l, Final: true, Test: true})
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	msg := &nats.Msg{Subject: n.cfg.Name + ".logs." + strconv.Itoa(partition(l.WebhookID)), Data: body}
+	ack, err := n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(l.EventID+"/"+l.WebhookID+"/test"))
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	return ack.Sequence, nil
 }
 
 // shareLog publishes the log of attempt a on partition p and waits for
@@ -97,7 +120,7 @@ func (n *Node) runLogView(ctx context.Context, local Deliverer) error {
 			n.log.Error("a delivery log in the stream cannot be read; it is skipped", "stream_seq", md.Sequence.Stream, "err", err)
 			return
 		}
-		if err := local.ApplyLog(ctx, l.Log, outbox.LogOutcome{Final: l.Final, Next: l.Next}, md.Sequence.Stream); err != nil {
+		if err := local.ApplyLog(ctx, l.Log, outbox.LogOutcome{Final: l.Final, Next: l.Next, Test: l.Test}, md.Sequence.Stream); err != nil {
 			select {
 			case failed <- err:
 			default:

@@ -45,6 +45,17 @@ func (o *Outbox) TestWebhook(ctx context.Context, id string) (Log, error) {
 	if res.Err != nil {
 		entry.Error = res.Err.Error()
 	}
+	if c := o.cl.hooks.Load(); c != nil && c.TestLogs != nil {
+		// Cluster mode lists the cluster's logs: share it rather than
+		// keep it here (the send was made; the client's leaving does not
+		// undo it).
+		pos, err := c.TestLogs.ShareTestLog(context.WithoutCancel(ctx), *entry)
+		if err == nil {
+			entry.ID = viewLogID(pos, entry)
+			return *entry, nil
+		}
+		o.log.Warn("sharing a webhookTest log with the cluster failed; it is kept on this node, which does not list it in cluster mode", "webhook", id, "err", err)
+	}
 	err := o.use(context.WithoutCancel(ctx), func() error {
 		w, err := o.newTxnWriter()
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -228,6 +229,28 @@ func (o *Outbox) ObserveStreamAttempt(a *delivery.Attempt, ev Event) Log {
 	return *attemptLog(rec, a)
 }
 
+// viewLogID is the id of the log at position pos of the cluster's log
+// stream: the same on every node (the position, and bytes of a hash of what
+// the log is about where a node's own ids have random ones), so that an id
+// or a cursor from one node's webhookLogs names the same log on another.
+func viewLogID(pos uint64, l *Log) string {
+	h := fnv.New64a()
+	_, _ = fmt.Fprintf(h, "%s/%s/%d/%d", l.EventID, l.WebhookID, l.Attempt, l.CreatedAt.UnixNano())
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], pos)
+	binary.BigEndian.PutUint64(raw[8:], h.Sum64())
+	return logIDPrefix + idEncoding.EncodeToString(raw[:])
+}
+
+// logSpace is where webhookLogs are listed from: in cluster mode the view
+// of the cluster's log stream, else this node's own logs.
+func (o *Outbox) logSpace() logSpace {
+	if o.streamView() {
+		return viewLogs
+	}
+	return ownLogs
+}
+
 // LogViewPosition returns the last position of the cluster's log stream
 // applied here (0: none).
 func (o *Outbox) LogViewPosition(ctx context.Context) (uint64, error) {
@@ -276,13 +299,14 @@ func (o *Outbox) ApplyLog(ctx context.Context, l Log, out LogOutcome, pos uint64
 			if err := w.set(badger.NewEntry(keyMetaLogView, binary.BigEndian.AppendUint64(nil, pos))); err != nil {
 				return err
 			}
-			if len(l.EventID) == eventIDLen && len(l.WebhookID) == webhookIDLen {
+			if !out.Test && len(l.EventID) == eventIDLen && len(l.WebhookID) == webhookIDLen {
 				d := viewDelivery(&l, out)
 				if err := w.set(badger.NewEntry(viewDeliveryKey(l.EventID, l.WebhookID), d.marshal())); err != nil {
 					return err
 				}
 			}
-			return o.writeLog(w, &l)
+			l.ID = viewLogID(pos, &l)
+			return writeLogAt(w, viewLogs, pos, &l)
 		})
 		o.closeMu.RUnlock()
 		err := <-req.done

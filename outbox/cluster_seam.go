@@ -54,6 +54,12 @@ type SharedState interface {
 	Change(ctx context.Context, key string, decide func(prev []byte, found bool) (next []byte, write bool)) error
 }
 
+// TestLogSharer publishes the log of a webhookTest to the cluster's log
+// stream and returns its position there.
+type TestLogSharer interface {
+	ShareTestLog(ctx context.Context, l Log) (pos uint64, err error)
+}
+
 // Cluster is what a node of a cluster plugs into its outbox.
 type Cluster struct {
 	Registry Registry
@@ -66,6 +72,9 @@ type Cluster struct {
 	// stream: eventRedeliver and webhookReplay in cluster mode
 	// (cluster_requeue.go). Nil: those calls fail with ErrUnavailable.
 	Requeue Requeuer
+	// TestLogs shares the log of a webhookTest with every node; nil, or
+	// when it fails, the log is kept on this node only.
+	TestLogs TestLogSharer
 	// Owned is the delivery work this node holds for the cluster, which
 	// eventtap_outbox_pending and the per-webhook backlog gauges count
 	// with the node's own; nil when none.

@@ -124,6 +124,8 @@ func (o *Outbox) ApplyEvents(ctx context.Context, evs []ViewEvent) error {
 type LogOutcome struct {
 	Final bool
 	Next  time.Time
+	// Test marks the log of a webhookTest, which has no delivery.
+	Test bool
 }
 
 // viewDelivery is the delivery state a log with outcome out leaves.

@@ -140,3 +140,103 @@ func (o *testOutbox) mustCursor(t *testing.T) string {
 	}
 	return p.Cursors[0]
 }
+
+// TestLogViewPortable: in cluster mode webhookLogs lists the cluster's log
+// stream by position, so two nodes with different histories of their own
+// give every log the same id, and a cursor from one node's page resumes
+// on the other at the same place; a webhookTest's log goes to the stream;
+// view logs expire with retention.
+func TestLogViewPortable(t *testing.T) {
+	ctx := context.Background()
+	a, b := openTest(t), openTest(t)
+	// a has logs of its own from before cluster mode: its log numbers
+	// differ from b's.
+	rc := newReceiver(t, nil)
+	hookA := a.hook(t, rc.URL, "ORDER_CREATED")
+	for range 3 {
+		if _, err := a.TestWebhook(ctx, hookA.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The webhook the shared logs are about, known to both (the shared
+	// registry's part).
+	hook := a.hook(t, "https://r.example/hook", "ORDER_CREATED")
+	rec := webhookRecord{Webhook: hook}
+	if err := b.ApplyWebhook(ctx, hook.ID, rec.marshal(), 1); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Add(-time.Minute)
+	var shared []Log
+	for i := range 5 {
+		shared = append(shared, Log{WebhookID: hook.ID, EventID: newID(eventIDPrefix, uint64(i+1)), Type: "ORDER_CREATED",
+			URL: "https://r.example/hook", CreatedAt: at.Add(time.Duration(i) * time.Second), ResponseStatus: 204, Attempt: 1, Succeeded: true})
+	}
+	for _, o := range []*testOutbox{a, b} {
+		o.SetCluster(Cluster{StreamDelivery: true})
+		for i, l := range shared {
+			if err := o.ApplyLog(ctx, l, LogOutcome{Final: true}, uint64(10+i)); err != nil {
+				t.Fatalf("ApplyLog: %v", err)
+			}
+		}
+	}
+	pa, err := a.Logs(ctx, LogFilter{}, 2, "")
+	if err != nil || len(pa.Items) != 2 || pa.Total != 5 || !pa.HasNext {
+		t.Fatalf("first page on a: %+v, %v (the node's own logs are not listed in cluster mode)", pa, err)
+	}
+	pb, err := b.Logs(ctx, LogFilter{}, 2, "")
+	if err != nil || len(pb.Items) != 2 {
+		t.Fatalf("first page on b: %+v, %v", pb, err)
+	}
+	for i := range pa.Items {
+		if pa.Items[i].ID != pb.Items[i].ID || pa.Cursors[i] != pb.Cursors[i] {
+			t.Errorf("log %d: id %s / cursor %s on a, %s / %s on b", i, pa.Items[i].ID, pa.Cursors[i], pb.Items[i].ID, pb.Cursors[i])
+		}
+	}
+	if pa.Items[0].EventID != shared[4].EventID {
+		t.Errorf("first log is of %s, want the newest (%s)", pa.Items[0].EventID, shared[4].EventID)
+	}
+	next, err := b.Logs(ctx, LogFilter{}, 2, pa.Cursors[1])
+	if err != nil || len(next.Items) != 2 || next.Items[0].EventID != shared[2].EventID || next.Items[1].EventID != shared[1].EventID {
+		t.Fatalf("a's cursor on b: %+v, %v; want the logs of %s and %s", next.Items, err, shared[2].EventID, shared[1].EventID)
+	}
+	byEvent, err := b.Logs(ctx, LogFilter{EventID: shared[3].EventID}, 10, "")
+	if err != nil || len(byEvent.Items) != 1 || byEvent.Items[0].ID != pa.Items[1].ID {
+		t.Errorf("logs of event %s on b: %+v, %v", shared[3].EventID, byEvent.Items, err)
+	}
+
+	// webhookTest in cluster mode: shared, and listed once applied.
+	sharer := &fakeTestLogs{}
+	a.SetCluster(Cluster{StreamDelivery: true, TestLogs: sharer})
+	tl, err := a.TestWebhook(ctx, hookA.ID)
+	if err != nil || len(sharer.logs) != 1 || !tl.Succeeded {
+		t.Fatalf("TestWebhook in cluster mode: %+v, %v; shared %d", tl, err, len(sharer.logs))
+	}
+	if err := a.ApplyLog(ctx, sharer.logs[0], LogOutcome{Final: true, Test: true}, sharer.pos); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.allLogs(t, LogFilter{WebhookID: hookA.ID}); len(got) != 1 || got[0].ID != tl.ID {
+		t.Errorf("the test log as listed: %+v; want id %s", got, tl.ID)
+	}
+	if ev, err := a.viewEvent(ctx, tl.EventID); err == nil {
+		t.Errorf("a test log made an event with a delivery: %+v", ev)
+	}
+
+	// Retention: the view's logs go by age, as the node's own do.
+	if err := b.retain(time.Now().Add(b.storage.Retention + time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.allLogs(t, LogFilter{}); len(got) != 0 {
+		t.Errorf("after retention b lists %d logs", len(got))
+	}
+}
+
+type fakeTestLogs struct {
+	logs []Log
+	pos  uint64
+}
+
+func (f *fakeTestLogs) ShareTestLog(_ context.Context, l Log) (uint64, error) {
+	f.logs = append(f.logs, l)
+	f.pos = 1000 + uint64(len(f.logs))
+	return f.pos, nil
+}

@@ -211,13 +211,21 @@ func (o *Outbox) dropLaneKey(whID, subject string, seq uint64) {
 func (o *Outbox) writeLog(w entrySink, l *Log) error {
 	seq := o.logSeq.Add(1)
 	l.ID = newID(logIDPrefix, seq)
-	if err := w.set(badger.NewEntry(logKey(seq), marshalLog(l))); err != nil {
+	return writeLogAt(w, ownLogs, seq, l)
+}
+
+// writeLogAt writes log l numbered seq in space, with its indexes.
+func writeLogAt(w entrySink, space logSpace, seq uint64, l *Log) error {
+	keys := space.keys(l, seq)
+	if err := w.set(badger.NewEntry(keys[0], marshalLog(l))); err != nil {
 		return err
 	}
-	if err := w.set(badger.NewEntry(logByWebhookKey(l.WebhookID, seq), nil)); err != nil {
-		return err
+	for _, k := range keys[1:] {
+		if err := w.set(badger.NewEntry(k, nil)); err != nil {
+			return err
+		}
 	}
-	return w.set(badger.NewEntry(logByEventKey(l.EventID, seq), nil))
+	return nil
 }
 
 // recordHealth tracks disable_after and 410 answers. The common case (a

@@ -143,14 +143,31 @@ func parseLaneKey(k []byte) (webhookID, subject string, seq uint64, ok bool) {
 
 func webhookKey(id string) []byte { return append(cat(prefixWebhook), id...) }
 
-func logKey(seq uint64) []byte { return u64(cat(prefixLog), seq) }
+// logSpace is a key range of delivery logs with its two indexes: this
+// node's own logs (l/, x/w/, x/e/, numbered by m/logseq), or in cluster
+// mode the view of the cluster's log stream (v/l/, v/lw/, v/le/, numbered
+// by stream position, so that a log's id and a cursor are the same on
+// every node).
+type logSpace struct{ all, byWebhook, byEvent []byte }
 
-func logByWebhookKey(webhookID string, logSeq uint64) []byte {
-	return u64(append(cat(prefixLogByWH), webhookID...), logSeq)
+var (
+	ownLogs  = logSpace{all: prefixLog, byWebhook: prefixLogByWH, byEvent: prefixLogByEvt}
+	viewLogs = logSpace{all: []byte("v/l/"), byWebhook: []byte("v/lw/"), byEvent: []byte("v/le/")}
+)
+
+func (s logSpace) key(seq uint64) []byte { return u64(cat(s.all), seq) }
+
+func (s logSpace) webhookKey(webhookID string, seq uint64) []byte {
+	return u64(append(cat(s.byWebhook), webhookID...), seq)
 }
 
-func logByEventKey(eventID string, logSeq uint64) []byte {
-	return u64(append(cat(prefixLogByEvt), eventID...), logSeq)
+func (s logSpace) eventKey(eventID string, seq uint64) []byte {
+	return u64(append(cat(s.byEvent), eventID...), seq)
+}
+
+// keys returns the three keys of log l numbered seq.
+func (s logSpace) keys(l *Log, seq uint64) [3][]byte {
+	return [3][]byte{s.key(seq), s.webhookKey(l.WebhookID, seq), s.eventKey(l.EventID, seq)}
 }
 
 func stateKey(key string) []byte { return append(cat(prefixState), key...) }

@@ -220,12 +220,13 @@ func (o *Outbox) Logs(ctx context.Context, filter LogFilter, first int, after st
 	if err := checkFirst(first); err != nil {
 		return page, err
 	}
-	prefix := prefixLog
+	space := o.logSpace()
+	prefix := space.all
 	switch {
 	case filter.EventID != "":
-		prefix = append(bytes.Clone(prefixLogByEvt), filter.EventID...)
+		prefix = append(bytes.Clone(space.byEvent), filter.EventID...)
 	case filter.WebhookID != "":
-		prefix = append(bytes.Clone(prefixLogByWH), filter.WebhookID...)
+		prefix = append(bytes.Clone(space.byWebhook), filter.WebhookID...)
 	}
 	keyLen := len(prefix) + 8
 	afterKey, err := resumeAfter(after, prefix, keyLen)
@@ -250,7 +251,7 @@ func (o *Outbox) Logs(ctx context.Context, filter LogFilter, first int, after st
 					return nil
 				}
 				var l Log
-				err := getRecord(txn, logKey(beUint64(key[len(key)-8:])), func(v []byte) (err error) {
+				err := getRecord(txn, space.key(beUint64(key[len(key)-8:])), func(v []byte) (err error) {
 					l, err = unmarshalLog(v)
 					return err
 				})

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"time"
@@ -64,7 +65,7 @@ const retentionChunk = 1000
 func (o *Outbox) retain(now time.Time) error {
 	cutoff := now.Add(-o.storage.Retention)
 	for _, pass := range []func(from []byte, cutoff time.Time) ([]byte, bool, error){
-		o.retainEvents, o.retainViewEvents, o.retainLogs,
+		o.retainEvents, o.retainViewEvents, o.retainLogs, o.retainViewLogs,
 	} {
 		var from []byte
 		for {
@@ -122,11 +123,22 @@ func (o *Outbox) retainEvents(from []byte, cutoff time.Time) (next []byte, more 
 	return next, more, err
 }
 
-// retainLogs handles up to retentionChunk logs starting at key from.
+// retainLogs handles up to retentionChunk of this node's own logs starting
+// at key from.
 func (o *Outbox) retainLogs(from []byte, cutoff time.Time) (next []byte, more bool, err error) {
+	return o.retainLogSpace(ownLogs, from, cutoff)
+}
+
+// retainViewLogs does the same for the cluster's logs viewed here.
+func (o *Outbox) retainViewLogs(from []byte, cutoff time.Time) (next []byte, more bool, err error) {
+	return o.retainLogSpace(viewLogs, from, cutoff)
+}
+
+func (o *Outbox) retainLogSpace(space logSpace, from []byte, cutoff time.Time) (next []byte, more bool, err error) {
 	var dels [][]byte
+	var top uint64
 	err = o.db.View(func(txn *badger.Txn) error {
-		next, more, err = retentionScan(txn, prefixLog, from, func(item *badger.Item) (bool, error) {
+		next, more, err = retentionScan(txn, space.all, from, func(item *badger.Item) (bool, error) {
 			var l Log
 			if err := item.Value(func(v []byte) (err error) {
 				l, err = unmarshalLog(v)
@@ -137,19 +149,22 @@ func (o *Outbox) retainLogs(from []byte, cutoff time.Time) (next []byte, more bo
 			if !l.CreatedAt.Before(cutoff) {
 				return false, nil
 			}
-			seq := beUint64(item.Key()[len(prefixLog):])
-			dels = append(dels, logKey(seq), logByWebhookKey(l.WebhookID, seq), logByEventKey(l.EventID, seq))
+			top = beUint64(item.Key()[len(space.all):])
+			keys := space.keys(&l, top)
+			dels = append(dels, keys[:]...)
 			return true, nil
 		})
 		return err
 	})
 	if err == nil && len(dels) > 0 {
-		// The log sequence is read back from the highest l/ key at Open;
-		// once every log is gone it would start again and a stale x/ index
-		// entry (or a client's cursor) could then name a new log. The
-		// highest sequence deleted is kept first, so it never goes back.
-		top := beUint64(dels[len(dels)-3][len(prefixLog):])
-		err = o.dbUpdate(func(txn *badger.Txn) error { return txn.Set(keyMetaLogSeq, u64(nil, top)) })
+		if bytes.Equal(space.all, ownLogs.all) {
+			// The log sequence is read back from the highest l/ key at
+			// Open; once every log is gone it would start again and a
+			// stale x/ index entry (or a client's cursor) could then name
+			// a new log. The highest sequence deleted is kept first, so it
+			// never goes back. (View logs are numbered by the stream.)
+			err = o.dbUpdate(func(txn *badger.Txn) error { return txn.Set(keyMetaLogSeq, u64(nil, top)) })
+		}
 		if err == nil {
 			err = o.deleteList(dels)
 		}
