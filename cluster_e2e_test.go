@@ -22,6 +22,27 @@ import (
 // Cluster mode (issue 12, SPEC §8): several eventtap nodes in front of one
 // order API, sharing a real nats-server run in this process.
 
+// startNATSAndAPI starts an in-process NATS server and the demo's order
+// API, both stopped when the test ends.
+func startNATSAndAPI(t *testing.T) (*natstest.Server, *httptest.Server) {
+	t.Helper()
+	ns := natstest.Start(t)
+	api := httptest.NewServer(newOrderAPI().handler())
+	t.Cleanup(api.Close)
+	return ns, api
+}
+
+// startClusterTest skips under -short; else it starts NATS, the order
+// API, n sidecars joined to that NATS in front of it, and a receiver.
+func startClusterTest(t *testing.T, n int) (*natstest.Server, []*sidecar, *hookReceiver) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs cluster sidecars and a NATS server; skipped with -short")
+	}
+	ns, api := startNATSAndAPI(t)
+	return ns, startClusterNodes(t, ns, api.URL, n), newHookReceiver(t)
+}
+
 // startClusterNodes runs n sidecars in front of upstream, all joined to ns.
 func startClusterNodes(t *testing.T, ns *natstest.Server, upstream string, n int) []*sidecar {
 	t.Helper()
@@ -106,14 +127,7 @@ func (rc *hookReceiver) at(path string) []delivery {
 // PAID->SHIPPED; a webhook disabled on one node receives nothing from the
 // others.
 func TestClusterSharedRegistryAndChanged(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs three sidecars and a NATS server; skipped with -short")
-	}
-	ns := natstest.Start(t)
-	api := httptest.NewServer(newOrderAPI().handler())
-	defer api.Close()
-	nodes := startClusterNodes(t, ns, api.URL, 3)
-	rc := newHookReceiver(t)
+	_, nodes, rc := startClusterTest(t, 3)
 
 	created := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
 	start := time.Now()
@@ -400,14 +414,7 @@ func checkClusterEvents(t *testing.T, nodes []*sidecar, createdVia map[string]in
 // (eventtap_cluster_relay_pending) and webhook changes fail with
 // UNAVAILABLE; once NATS is back, changes work again and the relays drain.
 func TestClusterNATSDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs two sidecars and a NATS server; skipped with -short")
-	}
-	ns := natstest.Start(t)
-	api := httptest.NewServer(newOrderAPI().handler())
-	defer api.Close()
-	nodes := startClusterNodes(t, ns, api.URL, 2)
-	rc := newHookReceiver(t)
+	ns, nodes, rc := startClusterTest(t, 2)
 	created := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
 	for _, sc := range nodes {
 		if v := scrape(t, sc.adminURL)["eventtap_cluster_connected"]; v != 1 {
@@ -528,9 +535,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three eventtap binaries under load for about 30 s; skipped with -short")
 	}
-	ns := natstest.Start(t)
-	api := httptest.NewServer(newOrderAPI().handler())
-	defer api.Close()
+	ns, api := startNATSAndAPI(t)
 	rc := newHookReceiver(t)
 	var nodes []*binaryNode
 	for i := range 3 {
@@ -672,9 +677,7 @@ func TestClusterDeliverNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two eventtap binaries; skipped with -short")
 	}
-	ns := natstest.Start(t)
-	api := httptest.NewServer(newOrderAPI().handler())
-	defer api.Close()
+	ns, api := startNATSAndAPI(t)
 	d := startBinaryCommand(t, "deliver", ns, api.URL, "deliverer")
 	if strings.Contains(d.proc.logs(), "proxy listening") {
 		t.Fatal("eventtap deliver started a proxy")
@@ -742,9 +745,7 @@ func TestClusterStopsWithNATSDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binary and a NATS server; skipped with -short")
 	}
-	ns := natstest.Start(t)
-	api := httptest.NewServer(newOrderAPI().handler())
-	defer api.Close()
+	ns, api := startNATSAndAPI(t)
 	n := startBinaryNode(t, ns, api.URL, "stopper")
 	testkit.Eventually(t, 20*time.Second, "eventtap_cluster_connected 1", func() bool {
 		return scrape(t, n.adminURL)["eventtap_cluster_connected"] == 1

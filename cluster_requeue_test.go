@@ -3,13 +3,11 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/eventtap/eventtap/internal/natstest"
 	"github.com/eventtap/eventtap/internal/testkit"
 )
 
@@ -21,14 +19,7 @@ import (
 // listed once; unknown ids are NOT_FOUND and a webhook of another type is
 // BAD_USER_INPUT, as on one node.
 func TestClusterRedeliverAndReplay(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs three sidecars and a NATS server; skipped with -short")
-	}
-	ns := natstest.Start(t)
-	api := httptest.NewServer(newOrderAPI().handler())
-	defer api.Close()
-	nodes := startClusterNodes(t, ns, api.URL, 3)
-	rc := newHookReceiver(t)
+	_, nodes, rc := startClusterTest(t, 3)
 
 	since := time.Now().UTC().Add(-time.Second)
 	created := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")

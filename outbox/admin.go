@@ -205,30 +205,7 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 			if err != nil {
 				return err
 			}
-			has := map[string]bool{}
-			for _, d := range existing {
-				has[d.WebhookID] = true
-			}
-			var targets []string
-			o.whMu.RLock()
-			if webhookID != "" {
-				h := o.hooks[webhookID]
-				switch {
-				case h == nil:
-					err = fmt.Errorf("webhook %q: %w", webhookID, ErrNotFound)
-				case h.Type != rec.Type && !has[webhookID]:
-					err = fmt.Errorf("%w: webhook %q subscribes to %s, not to this event's type %s", ErrInvalid, webhookID, h.Type, rec.Type)
-				default:
-					targets = []string{webhookID}
-				}
-			} else {
-				for id, h := range o.hooks {
-					if h.Type == rec.Type || has[id] {
-						targets = append(targets, id)
-					}
-				}
-			}
-			o.whMu.RUnlock()
+			targets, err := o.redeliveryTargets(rec.Type, webhookID, existing)
 			if err != nil {
 				return err
 			}
@@ -248,6 +225,36 @@ func (o *Outbox) Redeliver(ctx context.Context, eventID, webhookID string) (Even
 		})
 	})
 	return out, err
+}
+
+// redeliveryTargets returns the webhooks an event of type typ with
+// deliveries existing is redelivered to: webhookID, which must exist and
+// subscribe to typ or have a delivery of it already; or with webhookID ""
+// every webhook subscribed to typ and every one with a delivery.
+func (o *Outbox) redeliveryTargets(typ, webhookID string, existing []Delivery) ([]string, error) {
+	has := map[string]bool{}
+	for _, d := range existing {
+		has[d.WebhookID] = true
+	}
+	o.whMu.RLock()
+	defer o.whMu.RUnlock()
+	if webhookID != "" {
+		h := o.hooks[webhookID]
+		switch {
+		case h == nil:
+			return nil, fmt.Errorf("webhook %q: %w", webhookID, ErrNotFound)
+		case h.Type != typ && !has[webhookID]:
+			return nil, fmt.Errorf("%w: webhook %q subscribes to %s, not to this event's type %s", ErrInvalid, webhookID, h.Type, typ)
+		}
+		return []string{webhookID}, nil
+	}
+	var targets []string
+	for id, h := range o.hooks {
+		if h.Type == typ || has[id] {
+			targets = append(targets, id)
+		}
+	}
+	return targets, nil
 }
 
 // commitRequeued finishes the writes of a replay or redelivery: on scanErr

@@ -67,17 +67,7 @@ func readClusterEvent(txn *badger.Txn, id string) (eventRecord, []byte, []Delive
 	var rec eventRecord
 	var raw []byte
 	var key []byte
-	if item, err := txn.Get(viewIDKey(id)); err == nil {
-		var pos uint64
-		if err := item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("outbox: view index of event %s is corrupt", id)
-			}
-			pos = beUint64(v)
-			return nil
-		}); err != nil {
-			return rec, nil, nil, err
-		}
+	if pos, err := viewPosition(txn, id); err == nil {
 		key = viewEventKey(pos)
 	} else if !errors.Is(err, badger.ErrKeyNotFound) {
 		return rec, nil, nil, err
@@ -116,30 +106,7 @@ func (o *Outbox) clusterRedeliver(ctx context.Context, rq Requeuer, eventID, web
 	if err != nil {
 		return Event{}, err
 	}
-	has := map[string]bool{}
-	for _, d := range ds {
-		has[d.WebhookID] = true
-	}
-	var targets []string
-	o.whMu.RLock()
-	if webhookID != "" {
-		h := o.hooks[webhookID]
-		switch {
-		case h == nil:
-			err = fmt.Errorf("webhook %q: %w", webhookID, ErrNotFound)
-		case h.Type != rec.Type && !has[webhookID]:
-			err = fmt.Errorf("%w: webhook %q subscribes to %s, not to this event's type %s", ErrInvalid, webhookID, h.Type, rec.Type)
-		default:
-			targets = []string{webhookID}
-		}
-	} else {
-		for id, h := range o.hooks {
-			if h.Type == rec.Type || has[id] {
-				targets = append(targets, id)
-			}
-		}
-	}
-	o.whMu.RUnlock()
+	targets, err := o.redeliveryTargets(rec.Type, webhookID, ds)
 	if err != nil {
 		return Event{}, err
 	}

@@ -158,23 +158,31 @@ func readViewEvent(txn *badger.Txn, pos uint64, id string) (Event, error) {
 	return rec.event(ds), nil
 }
 
+// viewPosition returns the stream position of event id in the view, or
+// badger.ErrKeyNotFound.
+func viewPosition(txn *badger.Txn, id string) (uint64, error) {
+	var pos uint64
+	item, err := txn.Get(viewIDKey(id))
+	if err != nil {
+		return 0, err
+	}
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("outbox: view index of event %s is corrupt", id)
+		}
+		pos = beUint64(v)
+		return nil
+	})
+	return pos, err
+}
+
 // viewEvent is Event(id) in cluster mode: the view, and else this node's
 // own commits, which holds the events not relayed yet (NATS unreachable).
 func (o *Outbox) viewEvent(ctx context.Context, id string) (Event, error) {
 	var out Event
 	err := o.view(ctx, func(txn *badger.Txn) error {
-		item, err := txn.Get(viewIDKey(id))
+		pos, err := viewPosition(txn, id)
 		if err == nil {
-			var pos uint64
-			if err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
-					return fmt.Errorf("outbox: view index of event %s is corrupt", id)
-				}
-				pos = beUint64(v)
-				return nil
-			}); err != nil {
-				return err
-			}
 			out, err = readViewEvent(txn, pos, id)
 			return err
 		}
