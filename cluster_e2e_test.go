@@ -237,6 +237,17 @@ func TestClusterSharedRegistryAndChanged(t *testing.T) {
 	checkClusterLogPages(t, nodes)
 	checkClusterEvents(t, nodes, createdVia, 3*orders)
 	// One delivery system, spread over the nodes.
+	total := 0.0
+	for _, sc := range nodes {
+		v := scrape(t, sc.adminURL)["eventtap_cluster_partitions"]
+		if v == 0 {
+			t.Errorf("%s delivers no partition", sc.adminURL)
+		}
+		total += v
+	}
+	if total != 32 {
+		t.Errorf("the nodes deliver %v partitions in all, want 32", total)
+	}
 	for _, sc := range nodes {
 		if v := scrape(t, sc.adminURL)[`eventtap_delivery_attempts_total{outcome="success",type="ORDER_STATUS_CHANGED"}`]; v == 0 {
 			t.Errorf("%s made no delivery attempt: the partitions are not spread", sc.adminURL)

@@ -138,6 +138,7 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 		}
 	}
 	active := map[int]jetstream.ConsumeContext{}
+	owned := 0
 	defer func() {
 		// Stopping (a rolling restart): give every partition back at once,
 		// within releaseTimeout in all (with NATS unreachable nothing can
@@ -148,6 +149,7 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 			cc.Stop()
 			sd.release(rctx, p)
 		}
+		n.partitions.Set(0)
 	}()
 	// balance pulls the partitions this node is preferred for among the
 	// live members, and gives back the others (docs/cluster.md §4).
@@ -179,6 +181,11 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 				delete(active, p)
 				sd.release(ctx, p)
 			}
+		}
+		if len(active) != owned {
+			owned = len(active)
+			n.partitions.Set(float64(owned))
+			n.log.Info("delivering a share of the partitions", "partitions", owned, "of", Partitions, "members", len(live))
 		}
 		return nil
 	}
@@ -218,15 +225,30 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 // member leaving or joining moves only its share.
 func preferred(p int, members []string) string {
 	var best string
-	var top uint32
+	var top uint64
 	for _, m := range members {
-		h := fnv.New32a()
-		_, _ = h.Write([]byte(m + "/" + strconv.Itoa(p)))
-		if v := h.Sum32(); best == "" || v > top || (v == top && m < best) {
+		if v := rendezvousScore(m, p); best == "" || v > top || (v == top && m < best) {
 			best, top = m, v
 		}
 	}
 	return best
+}
+
+// rendezvousScore is member m's score for partition p: FNV-1a of
+// "m/p" through a 64-bit finalizer (MurmurHash3's fmix64). FNV alone
+// leaves names that differ in one character (nodeA, nodeB; node-1,
+// node-2) with nearly the same score for every partition, so one of them
+// won them all; the finalizer spreads every input bit over the output.
+func rendezvousScore(m string, p int) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(m + "/" + strconv.Itoa(p)))
+	v := h.Sum64()
+	v ^= v >> 33
+	v *= 0xff51afd7ed558ccd
+	v ^= v >> 33
+	v *= 0xc4ceb9fe1a85ec53
+	v ^= v >> 33
+	return v
 }
 
 // release gives partition p back: its held messages are negatively

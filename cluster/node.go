@@ -60,6 +60,7 @@ type Node struct {
 
 	connected    prometheus.Gauge
 	relayPending prometheus.Gauge
+	partitions   prometheus.Gauge
 }
 
 type buckets struct {
@@ -115,8 +116,12 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		Name: "eventtap_cluster_relay_pending",
 		Help: "Events committed on this node and not yet in JetStream (cluster mode only).",
 	})
+	n.partitions = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eventtap_cluster_partitions",
+		Help: "Partitions of the events stream this node delivers, of 32 (cluster mode only).",
+	})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{n.connected, n.relayPending} {
+		for _, c := range []prometheus.Collector{n.connected, n.relayPending, n.partitions} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("cluster: metrics: %w", err)
 			}
@@ -134,6 +139,16 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 			if !c.IsClosed() {
 				n.setHealthy(false, err)
 			}
+		}),
+		// Asynchronous errors (a watcher's consumer gone after a server
+		// restart, a slow consumer) go to the node's log; nats.go's default
+		// writes them to stderr as bare lines, breaking log.format json.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{"err", err}
+			if sub != nil {
+				attrs = append(attrs, "subject", sub.Subject)
+			}
+			n.log.Warn("NATS reported an asynchronous error", attrs...)
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
 			n.log.Info("reconnected to NATS")
