@@ -18,6 +18,7 @@ type Local interface {
 	SyncRegistry(ctx context.Context, inRegistry map[string]bool, upload func(id string, value []byte) error) error
 	Relayer
 	Deliverer
+	writeBack
 }
 
 // Registry returns the shared webhook registry, for outbox.Cluster.

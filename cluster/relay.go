@@ -119,6 +119,12 @@ func (n *Node) runRelay(ctx context.Context) {
 			}
 			n.log.Error("reading events to relay failed", "err", err)
 		}
+		if err == nil && len(evs) == 0 && n.nc.IsConnected() {
+			// Drained: the `changed` values decided here during an
+			// outage can go to the shared state now, before the gauge
+			// says the relay is done.
+			n.writeBackStates(ctx, rl)
+		}
 		pending := uint64(len(evs))
 		if len(evs) == relayWindow && last > after {
 			pending = max(pending, last-after)

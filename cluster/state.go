@@ -82,3 +82,77 @@ func (s state) Change(ctx context.Context, key string, decide func(prev []byte, 
 	}
 	return fmt.Errorf("cluster: state %s: %d concurrent changes in a row: %w", k, maxStateConflicts, outbox.ErrUnavailable)
 }
+
+// writeBack is the outbox's side of the `changed` values it decided on
+// its own while the shared state was unreachable.
+type writeBack interface {
+	TakeUnsharedStates() []outbox.UnsharedState
+	ReturnUnsharedStates([]outbox.UnsharedState)
+}
+
+// writeBackStates writes the `changed` values this node decided during an
+// outage to the shared state, each only where the shared value was
+// observed earlier, so that after an outage in which several nodes
+// decided transitions of one subject, the latest observation is the
+// shared value whichever node writes first (best effort: it relies on
+// the nodes' clocks). Those it cannot write go back for the next try.
+func (n *Node) writeBackStates(ctx context.Context, local writeBack) {
+	us := local.TakeUnsharedStates()
+	if len(us) == 0 {
+		return
+	}
+	st := state{n}
+	written := 0
+	for i, u := range us {
+		wrote, err := st.writeIfNewer(ctx, u)
+		if err != nil {
+			local.ReturnUnsharedStates(us[i:])
+			n.log.Warn("writing back `changed` values decided during the outage failed; retrying later", "left", len(us)-i, "err", err)
+			return
+		}
+		if wrote {
+			written++
+		}
+	}
+	n.log.Info("wrote back `changed` values decided on this node during the outage", "values", len(us), "newer_than_shared", written)
+}
+
+// writeIfNewer stores u's value under its key unless the shared value
+// was observed at or after u.At.
+func (s state) writeIfNewer(ctx context.Context, u outbox.UnsharedState) (bool, error) {
+	b, err := s.n.ready()
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	k := stateKey(u.Key)
+	val, err := json.Marshal(stateValue{V: u.Value, Node: s.n.cfg.Node, At: u.At.UTC()})
+	if err != nil {
+		return false, err
+	}
+	for range maxStateConflicts {
+		var rev uint64
+		e, err := b.state.Get(ctx, k)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return false, unavailable(err)
+		default:
+			var v stateValue
+			if json.Unmarshal(e.Value(), &v) == nil && !v.At.Before(u.At) {
+				return false, nil
+			}
+			rev = e.Revision()
+		}
+		if rev == 0 {
+			_, err = b.state.Create(ctx, k, val)
+		} else {
+			_, err = b.state.Update(ctx, k, val, rev)
+		}
+		if err = kvError(err); !errors.Is(err, outbox.ErrConflict) {
+			return err == nil, err
+		}
+	}
+	return false, fmt.Errorf("cluster: state %s: %d concurrent changes in a row: %w", k, maxStateConflicts, outbox.ErrUnavailable)
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,6 +98,73 @@ type clusterState struct {
 	revs map[string]uint64
 	// local is set while `changed` is decided locally because State failed.
 	local atomic.Bool
+	// unshared holds the `changed` values decided locally (NATS
+	// unreachable), to be written back to the shared state once it
+	// answers (TakeUnsharedStates), at most maxUnshared keys.
+	unsharedMu   sync.Mutex
+	unshared     map[string]UnsharedState
+	unsharedLost bool
+}
+
+// maxUnshared bounds the `changed` values kept for writing back after an
+// outage; past it the oldest outage's later keys are not written back
+// (logged once), and only their subjects' next change may report a stale
+// previous value.
+const maxUnshared = 65536
+
+// UnsharedState is a `changed` value this node decided on its own while
+// the shared state was unreachable: the value and when it was observed.
+type UnsharedState struct {
+	Key   string
+	Value []byte
+	At    time.Time
+}
+
+// keepUnshared remembers a value decided locally in cluster mode.
+func (o *Outbox) keepUnshared(key string, value []byte, at time.Time) {
+	cs := &o.cl
+	cs.unsharedMu.Lock()
+	defer cs.unsharedMu.Unlock()
+	if cs.unshared == nil {
+		cs.unshared = map[string]UnsharedState{}
+	}
+	if _, ok := cs.unshared[key]; !ok && len(cs.unshared) >= maxUnshared {
+		if !cs.unsharedLost {
+			cs.unsharedLost = true
+			o.log.Warn("too many `changed` values decided on this node during the outage to write back; later ones stay local", "limit", maxUnshared)
+		}
+		return
+	}
+	cs.unshared[key] = UnsharedState{Key: key, Value: value, At: at}
+}
+
+// TakeUnsharedStates returns the `changed` values decided on this node
+// while the shared state was unreachable, and forgets them; the cluster
+// writes them back where the shared value is older (ReturnUnsharedStates
+// gives back those it could not write).
+func (o *Outbox) TakeUnsharedStates() []UnsharedState {
+	cs := &o.cl
+	cs.unsharedMu.Lock()
+	defer cs.unsharedMu.Unlock()
+	out := make([]UnsharedState, 0, len(cs.unshared))
+	for _, u := range cs.unshared {
+		out = append(out, u)
+	}
+	cs.unshared, cs.unsharedLost = nil, false
+	return out
+}
+
+// ReturnUnsharedStates keeps values TakeUnsharedStates gave out that could
+// not be written back, unless a newer one was decided meanwhile.
+func (o *Outbox) ReturnUnsharedStates(us []UnsharedState) {
+	for _, u := range us {
+		o.cl.unsharedMu.Lock()
+		cur, ok := o.cl.unshared[u.Key]
+		o.cl.unsharedMu.Unlock()
+		if !ok || cur.At.Before(u.At) {
+			o.keepUnshared(u.Key, u.Value, u.At)
+		}
+	}
 }
 
 // SetCluster turns cluster mode on: webhook changes go through c.Registry

@@ -350,6 +350,11 @@ func (c *committer) add(b *batch, r *commitRequest) {
 			b.err = err
 			return
 		}
+		if ev.State != nil && r.shared == nil && o.cl.local.Load() {
+			// Decided against this node's own value while the shared
+			// state was unreachable: written back once it answers.
+			o.keepUnshared(ev.State.Key, rules.CanonicalValue(ev.State.Value), b.now)
+		}
 		if !emit {
 			continue
 		}
