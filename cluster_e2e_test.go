@@ -819,3 +819,19 @@ func TestClusterStopsWithNATSDown(t *testing.T) {
 		t.Fatalf("no exit within 40s of SIGTERM with NATS down\n%s", n.proc.logs())
 	}
 }
+
+// TestClusterNodeNameClash: two nodes given the same name (two processes
+// on one host both default to the host name) count as one member, so one
+// of them would idle unnoticed; they say so in their logs.
+func TestClusterNodeNameClash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two binaries and a NATS server; skipped with -short")
+	}
+	ns, api := startNATSAndAPI(t)
+	a := startBinaryNode(t, ns, api.URL, "twin")
+	b := startBinaryNode(t, ns, api.URL, "twin")
+	const clash = "another running node has this node's name"
+	testkit.Eventually(t, 15*time.Second, "a node logging the name clash", func() bool {
+		return strings.Contains(a.proc.logs(), clash) || strings.Contains(b.proc.logs(), clash)
+	})
+}

@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +59,12 @@ type Node struct {
 	outages atomic.Uint64
 	// wake makes Run probe at once, on a reconnection.
 	wake chan struct{}
+
+	// instance tells this process from another with the same node name
+	// (membership values); nameClash counts the heartbeats in a row that
+	// found another's, up to the one that logged it.
+	instance  string
+	nameClash atomic.Int32
 
 	connected    prometheus.Gauge
 	relayPending prometheus.Gauge
@@ -107,7 +115,8 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		}
 		cfg.Node = h
 	}
-	n := &Node{cfg: cfg, opts: opts, log: logger.With("component", "cluster", "node", cfg.Node), wake: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, opts: opts, log: logger.With("component", "cluster", "node", cfg.Node), wake: make(chan struct{}, 1),
+		instance: strconv.FormatUint(rand.Uint64(), 36)}
 	n.connected = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "eventtap_cluster_connected",
 		Help: "1 while this node reaches NATS JetStream, else 0 (cluster mode only).",
@@ -189,6 +198,10 @@ func (n *Node) Name() string { return n.cfg.Node }
 // Run creates the shared buckets once JetStream answers, keeps the
 // registry watcher running and the health gauge current, until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
+	if !n.nc.IsConnected() {
+		// setHealthy logs changes only; this is the first state.
+		n.log.Warn("NATS JetStream unreachable at start: the proxy serves and commits; events wait in this node's outbox and webhook changes are refused until it is reachable", "urls", n.cfg.NATS.URLs)
+	}
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
 	relayDone := make(chan struct{})
@@ -394,11 +407,28 @@ func (n *Node) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstr
 // its partitions move about this long after it died.
 const memberTTL = 10 * time.Second
 
-// heartbeatMember puts this node's membership key (every healthEvery).
+// heartbeatMember puts this node's membership key (every healthEvery):
+// "<instance> <time>", the instance telling this process from another
+// that has the same node name, which it logs as an error (two processes
+// on one host both default to the host name, and then count as one
+// member: one of them gets no partitions).
 func (n *Node) heartbeatMember(ctx context.Context, kv jetstream.KeyValue) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if _, err := kv.Put(ctx, n.cfg.Node, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+	now := time.Now().UTC()
+	if e, err := kv.Get(ctx, n.cfg.Node); err == nil {
+		instance, at, ok := strings.Cut(string(e.Value()), " ")
+		t, perr := time.Parse(time.RFC3339, at)
+		if ok && perr == nil && instance != n.instance && now.Sub(t) < memberTTL {
+			// Twice in a row: once is the previous process of a restart.
+			if n.nameClash.Add(1) == 2 {
+				n.log.Error("another running node has this node's name; give each node its own cluster.node (the default is the host name)", "node", n.cfg.Node)
+			}
+		} else if n.nameClash.Load() < 2 {
+			n.nameClash.Store(0)
+		}
+	}
+	if _, err := kv.Put(ctx, n.cfg.Node, []byte(n.instance+" "+now.Format(time.RFC3339))); err != nil {
 		n.log.Debug("membership heartbeat failed", "err", err)
 	}
 }
