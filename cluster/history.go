@@ -42,6 +42,9 @@ type sharedLog struct {
 	Next  time.Time `json:",omitempty"`
 	// Test marks the log of a webhookTest: no event, no delivery.
 	Test bool `json:",omitempty"`
+	// Late marks a log sent again after its first publish failed: later
+	// attempts may be in the stream before it, so it only adds the log.
+	Late bool `json:",omitempty"`
 }
 
 // ShareTestLog publishes the log of a webhookTest made on this node
@@ -65,9 +68,20 @@ func (n *Node) ShareTestLog(ctx context.Context, l outbox.Log) (uint64, error) {
 	return ack.Sequence, nil
 }
 
+// maxUnsentLogs bounds the delivery logs kept for sending again after a
+// failed publish (NATS gone just as attempts were made).
+const maxUnsentLogs = 4096
+
+// unsentLog is a delivery log whose publish failed.
+type unsentLog struct {
+	subject, id string
+	log         sharedLog
+}
+
 // shareLog publishes the log of attempt a on partition p and waits for
 // the stream to store it. A log that cannot be stored (NATS gone at that
-// moment) is only logged here: the delivery itself was made. Its
+// moment) is kept, up to maxUnsentLogs, and sent again by the relay loop
+// once NATS answers (resendLogs); the delivery itself was made. Its
 // Nats-Msg-Id names the event, webhook and attempt, and for an attempt
 // of a redelivery's copy (h) the copy's position too: its attempts count
 // from 1 again, and must not be dropped as the original's.
@@ -81,10 +95,50 @@ func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log, a *delivery.At
 		if h.copy {
 			id += "/" + strconv.FormatUint(h.seq, 10)
 		}
-		_, err = n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+		if _, err = n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+			n.logsMu.Lock()
+			kept := len(n.unsentLogs) < maxUnsentLogs
+			if kept {
+				late := sharedLog{Log: l, Final: a.Outcome == delivery.Done, Next: a.Next, Late: true}
+				n.unsentLogs = append(n.unsentLogs, unsentLog{subject: msg.Subject, id: id, log: late})
+			}
+			n.logsMu.Unlock()
+			if kept {
+				n.log.Warn("sharing a delivery log failed; it is sent again once NATS answers", "event", l.EventID, "webhook", l.WebhookID, "err", err)
+				return
+			}
+		}
 	}
 	if err != nil {
 		n.log.Warn("sharing a delivery log failed; it is missing from webhookLogs", "event", l.EventID, "webhook", l.WebhookID, "err", err)
+	}
+}
+
+// resendLogs publishes the delivery logs whose first publish failed, in
+// the order they were made; those that fail again stay for the next
+// call. The stream drops a log it already has by its Nats-Msg-Id.
+func (n *Node) resendLogs(ctx context.Context) {
+	n.logsMu.Lock()
+	logs := n.unsentLogs
+	n.unsentLogs = nil
+	n.logsMu.Unlock()
+	for i, u := range logs {
+		body, err := json.Marshal(u.log)
+		if err != nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = n.js.PublishMsg(pctx, &nats.Msg{Subject: u.subject, Data: body}, jetstream.WithMsgID(u.id))
+		cancel()
+		if err != nil {
+			n.logsMu.Lock()
+			n.unsentLogs = append(logs[i:], n.unsentLogs...)
+			n.logsMu.Unlock()
+			return
+		}
+	}
+	if len(logs) > 0 {
+		n.log.Info("sent the delivery logs that had failed to go out", "logs", len(logs))
 	}
 }
 
@@ -120,7 +174,7 @@ func (n *Node) runLogView(ctx context.Context, local Deliverer) error {
 			n.log.Error("a delivery log in the stream cannot be read; it is skipped", "stream_seq", md.Sequence.Stream, "err", err)
 			return
 		}
-		if err := local.ApplyLog(ctx, l.Log, outbox.LogOutcome{Final: l.Final, Next: l.Next, Test: l.Test}, md.Sequence.Stream); err != nil {
+		if err := local.ApplyLog(ctx, l.Log, outbox.LogOutcome{Final: l.Final, Next: l.Next, Test: l.Test, Late: l.Late}, md.Sequence.Stream); err != nil {
 			select {
 			case failed <- err:
 			default:

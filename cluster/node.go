@@ -60,6 +60,10 @@ type Node struct {
 	// wake makes Run probe at once, on a reconnection.
 	wake chan struct{}
 
+	// unsentLogs are delivery logs to publish again (history.go).
+	logsMu     sync.Mutex
+	unsentLogs []unsentLog
+
 	// instance tells this process from another with the same node name
 	// (membership values); nameClash counts the heartbeats in a row that
 	// found another's, up to the one that logged it.

@@ -124,6 +124,7 @@ func (n *Node) runRelay(ctx context.Context) {
 			// outage can go to the shared state now, before the gauge
 			// says the relay is done.
 			n.writeBackStates(ctx, rl)
+			n.resendLogs(ctx)
 		}
 		pending := uint64(len(evs))
 		if len(evs) == relayWindow && last > after {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/eventtap/eventtap/delivery"
 	"github.com/eventtap/eventtap/internal/natstest"
 	"github.com/eventtap/eventtap/internal/testkit"
 	"github.com/eventtap/eventtap/outbox"
@@ -199,4 +201,49 @@ func TestRegistryJoinAndRejoin(t *testing.T) {
 		_, err := a.ob.Webhook(ctx, local.ID)
 		return errors.Is(err, outbox.ErrNotFound)
 	})
+}
+
+// TestLogResentAfterOutage: the log of an attempt made as NATS went away
+// is kept and published once it is back, marked late, so webhookLogs
+// still lists every attempt.
+func TestLogResentAfterOutage(t *testing.T) {
+	ns := natstest.Start(t)
+	tn := startTestNode(t, ns.URL(), "n1")
+	ns.Stop()
+	testkit.Eventually(t, 10*time.Second, "the node to notice the outage", func() bool { return tn.node.Check(context.Background()) != nil })
+	l := outbox.Log{WebhookID: "wh_x", EventID: "evt_x", Type: "ORDER_CREATED", CreatedAt: time.Now().UTC(), ResponseStatus: 204, Attempt: 1, Succeeded: true}
+	tn.node.shareLog(context.Background(), 3, l, &delivery.Attempt{Outcome: delivery.Done}, &held{seq: 1})
+	tn.node.logsMu.Lock()
+	kept := len(tn.node.unsentLogs)
+	// The client library may also send the first publish from its
+	// reconnect buffer; a log it holds only here must go out too.
+	l.EventID = "evt_y"
+	tn.node.unsentLogs = append(tn.node.unsentLogs, unsentLog{subject: "eventtap.logs.4", id: "evt_y/wh_x/1", log: sharedLog{Log: l, Final: true, Late: true}})
+	tn.node.logsMu.Unlock()
+	if kept != 1 {
+		t.Fatalf("%d logs kept after a failed publish, want 1", kept)
+	}
+
+	ns.Restart()
+	_, js := connect(t, ns.Server())
+	logIn := func(subject, event string, late bool) bool {
+		st, err := js.Stream(context.Background(), "eventtap_logs")
+		if err != nil {
+			return false
+		}
+		m, err := st.GetLastMsgForSubject(context.Background(), subject)
+		if err != nil {
+			return false
+		}
+		var got sharedLog
+		return json.Unmarshal(m.Data, &got) == nil && got.EventID == event && (got.Late || !late)
+	}
+	testkit.Eventually(t, 15*time.Second, "both logs in the logs stream", func() bool {
+		return logIn("eventtap.logs.3", "evt_x", false) && logIn("eventtap.logs.4", "evt_y", true)
+	})
+	tn.node.logsMu.Lock()
+	defer tn.node.logsMu.Unlock()
+	if len(tn.node.unsentLogs) != 0 {
+		t.Errorf("%d logs still kept after NATS came back", len(tn.node.unsentLogs))
+	}
 }

@@ -229,6 +229,16 @@ func (o *Outbox) ObserveStreamAttempt(a *delivery.Attempt, ev Event) Log {
 	return *attemptLog(rec, a)
 }
 
+// viewHasDelivery reports whether the view shows a delivery of the event
+// to the webhook (a failed read counts as yes: a late log then leaves it).
+func (o *Outbox) viewHasDelivery(eventID, webhookID string) bool {
+	err := o.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(viewDeliveryKey(eventID, webhookID))
+		return err
+	})
+	return !errors.Is(err, badger.ErrKeyNotFound)
+}
+
 // viewLogID is the id of the log at position pos of the cluster's log
 // stream: the same on every node (the position, and bytes of a hash of what
 // the log is about where a node's own ids have random ones), so that an id
@@ -299,7 +309,7 @@ func (o *Outbox) ApplyLog(ctx context.Context, l Log, out LogOutcome, pos uint64
 			if err := w.set(badger.NewEntry(keyMetaLogView, binary.BigEndian.AppendUint64(nil, pos))); err != nil {
 				return err
 			}
-			if !out.Test && len(l.EventID) == eventIDLen && len(l.WebhookID) == webhookIDLen {
+			if !out.Test && len(l.EventID) == eventIDLen && len(l.WebhookID) == webhookIDLen && (!out.Late || !o.viewHasDelivery(l.EventID, l.WebhookID)) {
 				d := viewDelivery(&l, out)
 				if err := w.set(badger.NewEntry(viewDeliveryKey(l.EventID, l.WebhookID), d.marshal())); err != nil {
 					return err

@@ -126,6 +126,10 @@ type LogOutcome struct {
 	Next  time.Time
 	// Test marks the log of a webhookTest, which has no delivery.
 	Test bool
+	// Late marks a log published again after its first publish failed:
+	// it may follow later attempts in the stream, so it sets the delivery
+	// only where none is shown yet.
+	Late bool
 }
 
 // viewDelivery is the delivery state a log with outcome out leaves.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // TestEventView: the events view of cluster mode lists what another node
@@ -239,4 +241,47 @@ func (f *fakeTestLogs) ShareTestLog(_ context.Context, l Log) (uint64, error) {
 	f.logs = append(f.logs, l)
 	f.pos = 1000 + uint64(len(f.logs))
 	return f.pos, nil
+}
+
+// TestLateLogKeepsDelivery: a log published again after NATS came back
+// (Late) follows later attempts in the stream; it is listed, but the
+// delivery it shows is left as the later attempt set it.
+func TestLateLogKeepsDelivery(t *testing.T) {
+	ctx := context.Background()
+	o := openTest(t)
+	hook := o.hook(t, "https://r.example/hook", "ORDER_CREATED")
+	o.SetCluster(Cluster{StreamDelivery: true})
+	ev := newID(eventIDPrefix, 7)
+	at := time.Now().UTC()
+	second := Log{WebhookID: hook.ID, EventID: ev, Type: "ORDER_CREATED", CreatedAt: at, ResponseStatus: 204, Attempt: 2, Succeeded: true}
+	first := Log{WebhookID: hook.ID, EventID: ev, Type: "ORDER_CREATED", CreatedAt: at.Add(-time.Second), ResponseStatus: 503, Attempt: 1}
+	if err := o.ApplyLog(ctx, second, LogOutcome{Final: true}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.ApplyLog(ctx, first, LogOutcome{Next: at, Late: true}, 2); err != nil {
+		t.Fatal(err)
+	}
+	state := func(eventID string) deliveryRecord {
+		t.Helper()
+		var d deliveryRecord
+		if err := o.db.View(func(txn *badger.Txn) error { return getRecord(txn, viewDeliveryKey(eventID, hook.ID), d.unmarshal) }); err != nil {
+			t.Fatalf("delivery of %s: %v", eventID, err)
+		}
+		return d
+	}
+	if d := state(ev); d.State != Succeeded || d.Attempts != 2 {
+		t.Errorf("after a late log of attempt 1 the delivery is %+v, want SUCCEEDED after 2 attempts", d)
+	}
+	if got := o.allLogs(t, LogFilter{EventID: ev}); len(got) != 2 {
+		t.Errorf("logs of the event: %d, want 2 (the late one listed)", len(got))
+	}
+	// A late log of a delivery the view shows nothing of yet sets it.
+	other := newID(eventIDPrefix, 8)
+	late := Log{WebhookID: hook.ID, EventID: other, Type: "ORDER_CREATED", CreatedAt: at, ResponseStatus: 503, Attempt: 1}
+	if err := o.ApplyLog(ctx, late, LogOutcome{Next: at, Late: true}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if d := state(other); d.State != Pending || d.Attempts != 1 {
+		t.Errorf("a late log with no delivery shown gave %+v, want PENDING after 1 attempt", d)
+	}
 }
