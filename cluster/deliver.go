@@ -149,6 +149,9 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 			cc.Stop()
 			sd.release(rctx, p)
 		}
+		if len(active) > 0 {
+			n.log.Info("gave every partition up: stopping", "partitions", len(active), "nats_reachable", n.nc.IsConnected())
+		}
 		n.partitions.Set(0)
 	}()
 	// balance pulls the partitions this node is preferred for among the
@@ -277,7 +280,7 @@ func (sd *streamDelivery) release(ctx context.Context, p int) {
 	}
 	if !sd.n.nc.IsConnected() {
 		// Nothing can reach the server: the pin lapses after pinnedTTL.
-		sd.n.log.Info("gave a partition up; NATS is unreachable, so the next owner waits for its pin to lapse", "partition", p)
+		sd.n.log.Debug("gave a partition up; NATS is unreachable, so the next owner waits for its pin to lapse", "partition", p)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
@@ -285,7 +288,7 @@ func (sd *streamDelivery) release(ctx context.Context, p int) {
 	if st, err := sd.n.js.Stream(ctx, sd.n.eventsStream()); err == nil {
 		_ = st.UnpinConsumer(ctx, sd.n.consumerName(p), priorityGroup)
 	}
-	sd.n.log.Info("gave a partition to the node now preferred for it", "partition", p)
+	sd.n.log.Debug("gave a partition to the node now preferred for it", "partition", p)
 }
 
 // receive takes one message of partition p.

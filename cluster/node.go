@@ -231,7 +231,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	defer func() {
 		// Leaving: the others take this node's partitions at once.
-		if b := n.buckets.Load(); b != nil {
+		if b := n.buckets.Load(); b != nil && n.nc.IsConnected() {
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			_ = b.nodes.Delete(dctx, n.cfg.Node)
 			cancel()

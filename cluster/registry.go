@@ -101,7 +101,14 @@ func (n *Node) watchRegistry(ctx context.Context, kv jetstream.KeyValue) error {
 	if err != nil {
 		return err
 	}
-	defer func() { _ = w.Stop() }()
+	defer func() {
+		// Stopping deletes the watcher's consumer on the server, which
+		// waits the client's whole request timeout (5 s) when NATS is
+		// unreachable; the server drops an idle ephemeral consumer itself.
+		if n.nc.IsConnected() {
+			_ = w.Stop()
+		}
+	}()
 	seen := map[string]bool{}
 	initial := true
 	for {
