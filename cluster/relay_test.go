@@ -247,3 +247,62 @@ func TestLogResentAfterOutage(t *testing.T) {
 		t.Errorf("%d logs still kept after NATS came back", len(tn.node.unsentLogs))
 	}
 }
+
+// fakeWriteBack is the outbox's side of writeBackStates.
+type fakeWriteBack struct {
+	mu sync.Mutex
+	us []outbox.UnsharedState
+}
+
+func (f *fakeWriteBack) TakeUnsharedStates() []outbox.UnsharedState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	us := f.us
+	f.us = nil
+	return us
+}
+
+func (f *fakeWriteBack) ReturnUnsharedStates(us []outbox.UnsharedState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.us = append(f.us, us...)
+}
+
+// TestWriteBackStates: values decided during an outage go to the shared
+// state a chunk per pass, each only where the shared value is older.
+func TestWriteBackStates(t *testing.T) {
+	ns := natstest.Start(t)
+	tn := startTestNode(t, ns.URL(), "n1")
+	ctx := context.Background()
+	at := time.Now().UTC()
+	st := tn.node.State()
+	// key-0 was changed through the shared state after the outage value
+	// was observed: it keeps its value.
+	if err := st.Change(ctx, "key-0", func([]byte, bool) ([]byte, bool) { return []byte(`"newer"`), true }); err != nil {
+		t.Fatal(err)
+	}
+	wb := &fakeWriteBack{}
+	for i := range 100 {
+		wb.us = append(wb.us, outbox.UnsharedState{Key: fmt.Sprint("key-", i), Value: []byte(`"outage"`), At: at.Add(-time.Minute)})
+	}
+	tn.node.writeBackStates(ctx, wb)
+	if left := len(wb.TakeUnsharedStates()); left != 100-writeBackChunk {
+		t.Fatalf("%d values left after one pass, want %d", left, 100-writeBackChunk)
+	}
+	wb.us = nil
+	for i := range 100 {
+		wb.us = append(wb.us, outbox.UnsharedState{Key: fmt.Sprint("key-", i), Value: []byte(`"outage"`), At: at.Add(-time.Minute)})
+	}
+	for range 3 {
+		tn.node.writeBackStates(ctx, wb)
+	}
+	for i, want := range map[int]string{0: `"newer"`, 1: `"outage"`, 99: `"outage"`} {
+		var got []byte
+		if err := st.Change(ctx, fmt.Sprint("key-", i), func(prev []byte, _ bool) ([]byte, bool) { got = prev; return nil, false }); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want {
+			t.Errorf("key-%d holds %s, want %s", i, got, want)
+		}
+	}
+}

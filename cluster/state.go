@@ -83,6 +83,10 @@ func (s state) Change(ctx context.Context, key string, decide func(prev []byte, 
 	return fmt.Errorf("cluster: state %s: %d concurrent changes in a row: %w", k, maxStateConflicts, outbox.ErrUnavailable)
 }
 
+// writeBackChunk bounds the `changed` values written back per pass of
+// the relay loop (one or two round trips each).
+const writeBackChunk = 64
+
 // writeBack is the outbox's side of the `changed` values it decided on
 // its own while the shared state was unreachable.
 type writeBack interface {
@@ -101,6 +105,12 @@ func (n *Node) writeBackStates(ctx context.Context, local writeBack) {
 	if len(us) == 0 {
 		return
 	}
+	if len(us) > writeBackChunk {
+		// The relay loop runs this between its batches: a long list
+		// goes a chunk per pass, so that new events are not held up.
+		local.ReturnUnsharedStates(us[writeBackChunk:])
+		us = us[:writeBackChunk]
+	}
 	st := state{n}
 	written := 0
 	for i, u := range us {
@@ -114,7 +124,7 @@ func (n *Node) writeBackStates(ctx context.Context, local writeBack) {
 			written++
 		}
 	}
-	n.log.Info("wrote back `changed` values decided on this node during the outage", "values", len(us), "newer_than_shared", written)
+	n.log.Debug("wrote back `changed` values decided on this node during the outage", "values", len(us), "newer_than_shared", written)
 }
 
 // writeIfNewer stores u's value under its key unless the shared value
