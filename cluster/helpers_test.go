@@ -194,29 +194,31 @@ type atomicCounter struct{ n atomic.Int64 }
 // replication, not fsync, makes an acknowledged write durable.
 func startNATSCluster(tb testing.TB) []*server.Server {
 	tb.Helper()
-	// Every server lists every route, so they must all be known up front.
-	ports := make([]int, 3)
-	routes := make([]*url.URL, 3)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
-	}
+	// Every server lists every route, so the route ports must be known
+	// before any server starts: they are picked free and released, and
+	// another test's connection may take one in between (a seed that
+	// reports its own port does not work: alone, a clustered JetStream
+	// server did not open its route port within 20 s). A server whose
+	// listeners do not come up means that happened: the three start
+	// again on new ports.
 	var servers []*server.Server
-	for i := range 3 {
-		opts := serverOptions(tb)
-		opts.ServerName = fmt.Sprintf("n%d", i)
-		opts.Cluster = server.ClusterOpts{Name: "eventtap-test", Host: "127.0.0.1", Port: ports[i]}
-		opts.Routes = routes
-		servers = append(servers, launch(tb, opts))
-	}
-	for i, s := range servers {
-		if !s.ReadyForConnections(20 * time.Second) {
-			tb.Fatalf("nats-server %d did not start within 20 s", i)
+	for attempt := 1; ; attempt++ {
+		servers = launchNATSCluster(tb)
+		ready := true
+		for _, s := range servers {
+			if !s.ReadyForConnections(10 * time.Second) {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			break
+		}
+		for _, s := range servers {
+			s.Shutdown()
+		}
+		if attempt == 3 {
+			tb.Fatal("three nats-servers did not start on three sets of ports")
 		}
 	}
 	// Ready means an R3 stream can be placed: every server has joined the
@@ -238,6 +240,32 @@ func startNATSCluster(tb testing.TB) []*server.Server {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// launchNATSCluster starts three servers routed to each other on route
+// ports picked free.
+func launchNATSCluster(tb testing.TB) []*server.Server {
+	tb.Helper()
+	ports := make([]int, 3)
+	routes := make([]*url.URL, 3)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	}
+	var servers []*server.Server
+	for i := range 3 {
+		opts := serverOptions(tb)
+		opts.ServerName = fmt.Sprintf("n%d", i)
+		opts.Cluster = server.ClusterOpts{Name: "eventtap-test", Host: "127.0.0.1", Port: ports[i]}
+		opts.Routes = routes
+		servers = append(servers, launch(tb, opts))
+	}
+	return servers
 }
 
 // atomicStream holds state messages and events together, for the atomic
