@@ -471,6 +471,9 @@ func TestClusterNATSDown(t *testing.T) {
 			t.Errorf("POST /orders with NATS down took %s", d)
 		}
 	}
+	if v := scrape(t, nodes[0].adminURL)["eventtap_cluster_state_writeback_pending"]; v == 0 {
+		t.Errorf("eventtap_cluster_state_writeback_pending is 0 on node 1 after changes decided alone")
+	}
 	for _, sc := range nodes {
 		// 5 orders, and the status change when this node's own value for
 		// the order said it changed (node 2 may have none: a first
@@ -509,6 +512,11 @@ func TestClusterNATSDown(t *testing.T) {
 	for _, sc := range nodes {
 		testkit.Eventually(t, 10*time.Second, "the relay drained on "+sc.adminURL, func() bool {
 			return scrape(t, sc.adminURL)["eventtap_cluster_relay_pending"] == 0
+		})
+	}
+	for _, sc := range nodes {
+		testkit.Eventually(t, 10*time.Second, "the `changed` values of the outage written back on "+sc.adminURL, func() bool {
+			return scrape(t, sc.adminURL)["eventtap_cluster_state_writeback_pending"] == 0
 		})
 	}
 	// The values decided on each node during the outage were written back,

@@ -133,8 +133,12 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		Name: "eventtap_cluster_partitions",
 		Help: "Partitions of the events stream this node delivers, of 32 (cluster mode only).",
 	})
+	writeBackPending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eventtap_cluster_state_writeback_pending",
+		Help: "`changed` values this node decided alone while NATS was unreachable, not yet written back to the shared state (cluster mode only).",
+	}, func() float64 { return float64(opts.Local.UnsharedStates()) })
 	if reg != nil {
-		for _, c := range []prometheus.Collector{n.connected, n.relayPending, n.partitions} {
+		for _, c := range []prometheus.Collector{n.connected, n.relayPending, n.partitions, writeBackPending} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("cluster: metrics: %w", err)
 			}

@@ -262,6 +262,12 @@ func (f *fakeWriteBack) TakeUnsharedStates() []outbox.UnsharedState {
 	return us
 }
 
+func (f *fakeWriteBack) UnsharedStates() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.us)
+}
+
 func (f *fakeWriteBack) ReturnUnsharedStates(us []outbox.UnsharedState) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

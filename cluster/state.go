@@ -92,6 +92,7 @@ const writeBackChunk = 64
 type writeBack interface {
 	TakeUnsharedStates() []outbox.UnsharedState
 	ReturnUnsharedStates([]outbox.UnsharedState)
+	UnsharedStates() int
 }
 
 // writeBackStates writes the `changed` values this node decided during an

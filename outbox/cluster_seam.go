@@ -154,6 +154,13 @@ func (o *Outbox) TakeUnsharedStates() []UnsharedState {
 	return out
 }
 
+// UnsharedStates counts the `changed` values waiting to be written back.
+func (o *Outbox) UnsharedStates() int {
+	o.cl.unsharedMu.Lock()
+	defer o.cl.unsharedMu.Unlock()
+	return len(o.cl.unshared)
+}
+
 // ReturnUnsharedStates keeps values TakeUnsharedStates gave out that could
 // not be written back, unless a newer one was decided meanwhile.
 func (o *Outbox) ReturnUnsharedStates(us []UnsharedState) {
