@@ -252,15 +252,6 @@ func viewLogID(pos uint64, l *Log) string {
 	return logIDPrefix + idEncoding.EncodeToString(raw[:])
 }
 
-// logSpace is where webhookLogs are listed from: in cluster mode the view
-// of the cluster's log stream, else this node's own logs.
-func (o *Outbox) logSpace() logSpace {
-	if o.streamView() {
-		return viewLogs
-	}
-	return ownLogs
-}
-
 // LogViewPosition returns the last position of the cluster's log stream
 // applied here (0: none).
 func (o *Outbox) LogViewPosition(ctx context.Context) (uint64, error) {

@@ -54,6 +54,23 @@ func (o *Outbox) streamView() bool {
 	return c != nil && c.StreamDelivery
 }
 
+// eventSpace and logSpace are where events and webhookLogs are listed
+// from: in cluster mode the views of the cluster's streams, else this
+// node's own.
+func (o *Outbox) eventSpace() eventSpace {
+	if o.streamView() {
+		return viewEvents
+	}
+	return ownEvents
+}
+
+func (o *Outbox) logSpace() logSpace {
+	if o.streamView() {
+		return viewLogs
+	}
+	return ownLogs
+}
+
 // ViewEvent is one message of the cluster's events stream: its position
 // and the record a RelayEvent carried.
 type ViewEvent struct {

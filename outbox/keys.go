@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Key layout. Every key starts with a short ASCII prefix so that each kind of
@@ -142,6 +144,22 @@ func parseLaneKey(k []byte) (webhookID, subject string, seq uint64, ok bool) {
 }
 
 func webhookKey(id string) []byte { return append(cat(prefixWebhook), id...) }
+
+// eventSpace is a key range of events with its subject index: this node's
+// own commits (e/, s/, numbered by sequence), or in cluster mode the view
+// of the cluster's events stream (v/e/, v/s/, numbered by stream
+// position; cluster_view.go). read loads the event numbered n with its
+// deliveries.
+type eventSpace struct {
+	all      []byte
+	subjects func(subject string) []byte
+	read     func(txn *badger.Txn, n uint64, id string) (Event, error)
+}
+
+var (
+	ownEvents  = eventSpace{all: prefixEvent, subjects: subjectPrefix, read: readEvent}
+	viewEvents = eventSpace{all: prefixViewEvent, subjects: viewSubjectPrefix, read: readViewEvent}
+)
 
 // logSpace is a key range of delivery logs with its two indexes: this
 // node's own logs (l/, x/w/, x/e/, numbered by m/logseq), or in cluster

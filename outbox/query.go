@@ -98,17 +98,12 @@ func (o *Outbox) Events(ctx context.Context, filter EventFilter, first int, afte
 	if filter.State != "" && filter.State != Pending && filter.State != Succeeded && filter.State != Failed {
 		return page, fmt.Errorf("%w: state %q must be PENDING, SUCCEEDED or FAILED", ErrInvalid, filter.State)
 	}
-	// In cluster mode the listing is the cluster's view (cluster_view.go),
-	// with the same layout under other prefixes.
-	prefix, subjects, read := prefixEvent, subjectPrefix, readEvent
-	if o.streamView() {
-		prefix, subjects, read = prefixViewEvent, viewSubjectPrefix, readViewEvent
+	space := o.eventSpace()
+	prefix := space.all
+	if filter.Subject != "" {
+		prefix = space.subjects(filter.Subject)
 	}
 	keyLen := len(prefix) + 8
-	if filter.Subject != "" {
-		prefix = subjects(filter.Subject)
-		keyLen = len(prefix) + 8
-	}
 	afterKey, err := resumeAfter(after, prefix, keyLen)
 	if err != nil {
 		return page, err
@@ -125,7 +120,7 @@ func (o *Outbox) Events(ctx context.Context, filter EventFilter, first int, afte
 				page.HasNext = true
 				return nil
 			}
-			ev, err := read(txn, beUint64(key[len(key)-8:]), "")
+			ev, err := space.read(txn, beUint64(key[len(key)-8:]), "")
 			if errors.Is(err, ErrNotFound) {
 				return nil // index entry of an event being removed
 			}
@@ -152,7 +147,7 @@ func (o *Outbox) Events(ctx context.Context, filter EventFilter, first int, afte
 		// Total counts the whole filtered listing, not just what follows
 		// the cursor.
 		if err == nil {
-			page.Total, err = o.countEvents(ctx, filter, prefix, keyLen, read)
+			page.Total, err = o.countEvents(ctx, filter, prefix, keyLen, space.read)
 		}
 	}
 	return page, err
