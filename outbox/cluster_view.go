@@ -198,23 +198,13 @@ func viewPosition(txn *badger.Txn, id string) (uint64, error) {
 }
 
 // viewEvent is Event(id) in cluster mode: the view, and else this node's
-// own commits, which holds the events not relayed yet (NATS unreachable).
+// own commits, which holds the events not relayed yet (NATS unreachable),
+// with the deliveries the view shows.
 func (o *Outbox) viewEvent(ctx context.Context, id string) (Event, error) {
 	var out Event
 	err := o.view(ctx, func(txn *badger.Txn) error {
-		pos, err := viewPosition(txn, id)
-		if err == nil {
-			out, err = readViewEvent(txn, pos, id)
-			return err
-		}
-		if !errors.Is(err, badger.ErrKeyNotFound) {
-			return err
-		}
-		seq, ok := parseID(eventIDPrefix, id)
-		if !ok {
-			return fmt.Errorf("event %q: %w", id, ErrNotFound)
-		}
-		out, err = readEvent(txn, seq, id)
+		rec, _, ds, err := readClusterEvent(txn, id)
+		out = rec.event(ds)
 		return err
 	})
 	return out, err
