@@ -166,37 +166,69 @@ func (n *Node) publish(ctx context.Context, evs []outbox.RelayEvent) (uint64, er
 	if !n.streamsReady.Load() || !n.nc.IsConnected() {
 		return 0, unavailable(ErrNATSUnreachable)
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	msgs := make([]eventMsg, len(evs))
+	for i, ev := range evs {
+		msgs[i] = eventMsg{msg: n.eventMsg(ev.Subject, ev.Record), id: ev.ID}
+	}
+	acked, err := n.publishEvents(ctx, msgs)
+	if acked == 0 {
+		return 0, err
+	}
+	return evs[acked-1].Seq, err
+}
+
+// eventMsg is a message for the events stream, with its Nats-Msg-Id
+// ("" for none).
+type eventMsg struct {
+	msg *nats.Msg
+	id  string
+}
+
+// eventMsg builds the message of an event record on its partition.
+func (n *Node) eventMsg(subject string, record []byte) *nats.Msg {
+	msg := &nats.Msg{Subject: n.eventSubject(partition(subject)), Data: record, Header: nats.Header{}}
+	msg.Header.Set("Eventtap-Node", n.cfg.Node)
+	return msg
+}
+
+// publishEvents publishes msgs to the events stream with one round of
+// asynchronous publishes and waits up to relayAckTimeout for their
+// acknowledgements. It returns how many, from the first, were
+// acknowledged in a row, and an error wrapping ErrUnavailable for the
+// rest (ctx's error when ctx ended).
+func (n *Node) publishEvents(ctx context.Context, msgs []eventMsg) (int, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	var err error
-	for _, ev := range evs {
-		msg := &nats.Msg{Subject: n.eventSubject(partition(ev.Subject)), Data: ev.Record, Header: nats.Header{}}
-		msg.Header.Set("Eventtap-Node", n.cfg.Node)
+	for _, m := range msgs {
+		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(n.eventsStream())}
+		if m.id != "" {
+			opts = append(opts, jetstream.WithMsgID(m.id))
+		}
 		var f jetstream.PubAckFuture
-		f, err = n.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(n.eventsStream()))
-		if err != nil {
+		if f, err = n.js.PublishMsgAsync(m.msg, opts...); err != nil {
 			break
 		}
 		futures = append(futures, f)
 	}
-	var upTo uint64
+	acked := 0
 	timeout := time.NewTimer(relayAckTimeout)
 	defer timeout.Stop()
-	for i, f := range futures {
+	for _, f := range futures {
 		select {
 		case <-f.Ok():
 			if err == nil {
-				upTo = evs[i].Seq
+				acked++
 			}
 		case e := <-f.Err():
 			err = errors.Join(err, e)
 		case <-timeout.C:
-			return upTo, errors.Join(err, errors.New("no acknowledgement from JetStream within 5 s"))
+			return acked, unavailable(errors.Join(err, errors.New("no acknowledgement from JetStream within 5 s")))
 		case <-ctx.Done():
-			return upTo, ctx.Err()
+			return acked, ctx.Err()
 		}
 	}
 	if err != nil {
-		return upTo, unavailable(err)
+		return acked, unavailable(err)
 	}
-	return upTo, nil
+	return acked, nil
 }

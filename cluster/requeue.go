@@ -2,12 +2,9 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventtap/eventtap/outbox"
 )
@@ -65,29 +62,12 @@ func (n *Node) Requeue(ctx context.Context, evs []outbox.Requeued) error {
 }
 
 func (n *Node) requeueWindow(ctx context.Context, evs []outbox.Requeued) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
-	for _, ev := range evs {
-		msg := &nats.Msg{Subject: n.eventSubject(partition(ev.Subject)), Data: ev.Record, Header: nats.Header{}}
-		msg.Header.Set("Eventtap-Node", n.cfg.Node)
+	msgs := make([]eventMsg, len(evs))
+	for i, ev := range evs {
+		msg := n.eventMsg(ev.Subject, ev.Record)
 		msg.Header.Set(requeueHeader, strings.Join(ev.Webhooks, ","))
-		f, err := n.js.PublishMsgAsync(msg, jetstream.WithExpectStream(n.eventsStream()))
-		if err != nil {
-			return unavailable(err)
-		}
-		futures = append(futures, f)
+		msgs[i] = eventMsg{msg: msg}
 	}
-	timeout := time.NewTimer(relayAckTimeout)
-	defer timeout.Stop()
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return unavailable(err)
-		case <-timeout.C:
-			return unavailable(errors.New("no acknowledgement from JetStream within 5 s"))
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	_, err := n.publishEvents(ctx, msgs)
+	return err
 }
