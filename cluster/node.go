@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventtap/eventtap/delivery"
+	"github.com/eventtap/eventtap/outbox"
 )
 
 // ErrNATSUnreachable is what Check returns while this node cannot reach
@@ -69,6 +70,18 @@ type Node struct {
 	// found another's, up to the one that logged it.
 	instance  string
 	nameClash atomic.Int32
+
+	// registrySynced is set once the registry watcher's first pass has
+	// been applied, and unreadable holds the webhooks of the registry this
+	// node cannot open (outbox.ErrSealed: another storage key). A node
+	// takes delivery work only when it is synced and can read them all:
+	// it delivers to the webhooks it knows, so an event it took before
+	// knowing every webhook would miss some.
+	registrySynced atomic.Bool
+	unreadableMu   sync.Mutex
+	unreadable     map[string]bool
+	// inMembership is set while this node's membership key is put.
+	inMembership atomic.Bool
 
 	connected    prometheus.Gauge
 	relayPending prometheus.Gauge
@@ -423,6 +436,13 @@ const memberTTL = 10 * time.Second
 func (n *Node) heartbeatMember(ctx context.Context, kv jetstream.KeyValue) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
+	if !n.mayDeliver() {
+		// Not a member: the others keep (or take) the partitions.
+		if n.inMembership.Swap(false) {
+			_ = kv.Delete(ctx, n.cfg.Node)
+		}
+		return
+	}
 	now := time.Now().UTC()
 	if e, err := kv.Get(ctx, n.cfg.Node); err == nil {
 		instance, at, ok := strings.Cut(string(e.Value()), " ")
@@ -438,6 +458,43 @@ func (n *Node) heartbeatMember(ctx context.Context, kv jetstream.KeyValue) {
 	}
 	if _, err := kv.Put(ctx, n.cfg.Node, []byte(n.instance+" "+now.Format(time.RFC3339))); err != nil {
 		n.log.Debug("membership heartbeat failed", "err", err)
+		return
+	}
+	n.inMembership.Store(true)
+}
+
+// mayDeliver reports whether this node may take delivery work: it has
+// applied the registry's first pass and can read every webhook in it.
+func (n *Node) mayDeliver() bool {
+	if !n.registrySynced.Load() {
+		return false
+	}
+	n.unreadableMu.Lock()
+	defer n.unreadableMu.Unlock()
+	return len(n.unreadable) == 0
+}
+
+// markUnreadable records whether webhook id of the registry can be read
+// here, and logs when the node stops or starts taking delivery work
+// because of it.
+func (n *Node) markUnreadable(id string, unreadable bool) {
+	n.unreadableMu.Lock()
+	before := len(n.unreadable)
+	if unreadable {
+		if n.unreadable == nil {
+			n.unreadable = map[string]bool{}
+		}
+		n.unreadable[id] = true
+	} else {
+		delete(n.unreadable, id)
+	}
+	after := len(n.unreadable)
+	n.unreadableMu.Unlock()
+	switch {
+	case before == 0 && after > 0:
+		n.log.Error("this node cannot read a webhook of the shared registry, so it delivers nothing (it still proxies and commits; the other nodes deliver): give every node of the cluster the same storage.encryption_key_file", "webhook", id)
+	case before > 0 && after == 0:
+		n.log.Info("every webhook of the shared registry is readable again: this node takes delivery work")
 	}
 }
 
@@ -453,7 +510,8 @@ func (n *Node) members(ctx context.Context) ([]string, error) {
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, err
 	}
-	if !slices.Contains(keys, n.cfg.Node) {
+	keys = slices.DeleteFunc(keys, func(k string) bool { return k == n.cfg.Node })
+	if n.mayDeliver() {
 		keys = append(keys, n.cfg.Node)
 	}
 	return keys, nil
@@ -465,6 +523,12 @@ func (n *Node) members(ctx context.Context) ([]string, error) {
 func (n *Node) Check(context.Context) error {
 	if !n.healthy.Load() || n.buckets.Load() == nil {
 		return fmt.Errorf("%w (the proxy serves; events wait in this node's outbox, `changed` is decided on this node alone and webhook changes are refused until it is back)", ErrNATSUnreachable)
+	}
+	n.unreadableMu.Lock()
+	unreadable := len(n.unreadable)
+	n.unreadableMu.Unlock()
+	if unreadable > 0 {
+		return fmt.Errorf("%w: %d webhooks of the shared registry are sealed with a storage key this node does not have; it proxies and commits but delivers nothing until it has the cluster's storage.encryption_key_file", outbox.ErrSealed, unreadable)
 	}
 	return nil
 }

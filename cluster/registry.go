@@ -133,6 +133,11 @@ func (n *Node) watchRegistry(ctx context.Context, kv jetstream.KeyValue) error {
 					n.log.Error("reconciling this node's webhooks with the registry failed", "err", err)
 				}
 				seen = nil
+				if !n.registrySynced.Swap(true) {
+					// Join the delivery members now rather than at
+					// the next heartbeat.
+					n.heartbeatMember(ctx, n.buckets.Load().nodes)
+				}
 			}
 			continue
 		}
@@ -143,8 +148,12 @@ func (n *Node) watchRegistry(ctx context.Context, kv jetstream.KeyValue) error {
 				seen[e.Key()] = true
 			}
 			err = n.opts.Local.ApplyWebhook(ctx, e.Key(), e.Value(), e.Revision())
+			if err == nil || errors.Is(err, outbox.ErrSealed) {
+				n.markUnreadable(e.Key(), err != nil)
+			}
 		default: // delete or purge
 			err = n.opts.Local.ForgetWebhook(ctx, e.Key(), e.Revision())
+			n.markUnreadable(e.Key(), false)
 		}
 		if err != nil && ctx.Err() == nil {
 			n.log.Error("applying a webhook from the registry failed", "webhook", e.Key(), "revision", e.Revision(), "err", err)

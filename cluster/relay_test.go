@@ -42,11 +42,15 @@ func startTestNodeWith(t *testing.T, urls []string, name string, replicas int) *
 	return startTestNodeIn(t, t.TempDir(), urls, name, replicas)
 }
 
-// startTestNodeIn is startTestNodeWith on the outbox in dir.
-func startTestNodeIn(t *testing.T, dir string, urls []string, name string, replicas int) *testNode {
+// startTestNodeIn is startTestNodeWith on the outbox in dir; each of
+// configure changes the storage configuration before the outbox opens.
+func startTestNodeIn(t *testing.T, dir string, urls []string, name string, replicas int, configure ...func(*outbox.StorageConfig)) *testNode {
 	t.Helper()
 	storage := outbox.DefaultStorageConfig()
 	storage.Dir = dir
+	for _, c := range configure {
+		c(&storage)
+	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	reg := prometheus.NewRegistry()
 	dcfg := outbox.DefaultDeliveryConfig()

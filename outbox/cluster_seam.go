@@ -197,7 +197,7 @@ func (o *Outbox) shareWebhookLocked(r *webhookRecord) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
 	defer cancel()
-	rev, err := c.Registry.Put(ctx, r.ID, r.marshal(), o.cl.revs[r.ID])
+	rev, err := c.Registry.Put(ctx, r.ID, o.seal.seal(r.ID, r.marshal()), o.cl.revs[r.ID])
 	if errors.Is(err, ErrConflict) {
 		if v, rev, gerr := c.Registry.Get(ctx, r.ID); gerr == nil {
 			_ = o.applyWebhookLocked(r.ID, v, rev)
@@ -269,8 +269,12 @@ func (o *Outbox) applyWebhookLocked(id string, value []byte, rev uint64) error {
 	if o.cl.revs != nil && o.cl.revs[id] >= rev {
 		return nil
 	}
+	record, err := o.seal.open(id, value)
+	if err != nil {
+		return fmt.Errorf("outbox: webhook %s from the registry (revision %d) is %w", id, rev, err)
+	}
 	r := &webhookRecord{}
-	if err := r.unmarshal(value); err != nil || r.ID != id {
+	if err := r.unmarshal(record); err != nil || r.ID != id {
 		return fmt.Errorf("outbox: webhook %s from the registry (revision %d) cannot be read: %v", id, rev, err)
 	}
 	if err := o.storeWebhookLocked(r); err != nil {
@@ -425,7 +429,7 @@ func (o *Outbox) SyncRegistry(ctx context.Context, inRegistry map[string]bool, u
 		h := o.hooks[id]
 		var v []byte
 		if h != nil {
-			v = h.marshal()
+			v = o.seal.seal(id, h.marshal())
 		}
 		o.whMu.RUnlock()
 		if v != nil {

@@ -106,7 +106,10 @@ type Outbox struct {
 	stopDisp context.CancelFunc
 	dispDone chan struct{}
 	cl       clusterState // cluster mode's seams; zero on one node
-	relay    relayState   // cluster mode's relay (cluster_relay.go)
+	// seal seals webhook records for the shared registry; nil without
+	// storage.encryption_key_file.
+	seal  *registrySeal
+	relay relayState // cluster mode's relay (cluster_relay.go)
 	// space refuses writes while storage.dir is nearly full.
 	space *spaceGuard
 	// snaps is the read snapshot delivery workers share (see snapshots).
@@ -233,6 +236,9 @@ func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, event
 		}
 		// Encryption needs the index cache, which badgerOptions sets.
 		opts = opts.WithEncryptionKey(key).WithEncryptionKeyRotationDuration(keyRotation)
+		if o.seal, err = newRegistrySeal(key); err != nil {
+			return nil, fmt.Errorf("outbox: storage.encryption_key_file: %w", err)
+		}
 	}
 	db, err := badger.Open(opts)
 	if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
