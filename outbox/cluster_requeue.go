@@ -154,7 +154,11 @@ func (o *Outbox) clusterReplay(ctx context.Context, rq Requeuer, webhookID strin
 	if err := rq.Requeue(ctx, nil); err != nil {
 		return 0, err
 	}
-	var positions []uint64
+	// The replay's range of view positions, fixed now: newest first back
+	// to since (less the clock skew), so that events applied while it
+	// runs are not part of it and it ends. Only the two ends are kept;
+	// the events are read again, a batch at a time, oldest first.
+	var first, last uint64
 	err := o.view(ctx, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixViewEvent, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
@@ -169,47 +173,23 @@ func (o *Outbox) clusterReplay(ctx context.Context, rq Requeuer, webhookID strin
 			if rec.CommittedAt.Before(since.Add(-replaySkew)) {
 				break
 			}
-			if rec.Type != hook.Type || rec.ObservedAt.Before(since) {
-				continue
+			first = beUint64(it.Item().Key()[len(prefixViewEvent):])
+			if last == 0 {
+				last = first
 			}
-			var d deliveryRecord
-			err := getRecord(txn, viewDeliveryKey(rec.ID, webhookID), d.unmarshal)
-			switch {
-			case err == nil && d.State == Pending:
-				continue
-			case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
-				return err
-			}
-			positions = append(positions, beUint64(it.Item().Key()[len(prefixViewEvent):]))
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil || last == 0 {
 		return 0, err
 	}
-	slices.Reverse(positions) // stream order, so that each subject's copies keep their order
 	n := 0
-	for len(positions) > 0 {
-		chunk := positions[:min(len(positions), requeueBatch)]
-		positions = positions[len(chunk):]
-		batch := make([]Requeued, 0, len(chunk))
+	for next := first; next <= last; {
+		var batch []Requeued
 		err := o.view(ctx, func(txn *badger.Txn) error {
-			for _, pos := range chunk {
-				var rec eventRecord
-				var raw []byte
-				err := getRecord(txn, viewEventKey(pos), func(v []byte) error {
-					raw = append([]byte(nil), v...)
-					return rec.unmarshal(v)
-				})
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					continue // gone by retention meanwhile
-				}
-				if err != nil {
-					return err
-				}
-				batch = append(batch, Requeued{ID: rec.ID, Subject: rec.Subject, Record: raw, Webhooks: []string{webhookID}})
-			}
-			return nil
+			var err error
+			batch, next, err = replayBatch(ctx, txn, hook.Type, webhookID, since, next, last)
+			return err
 		})
 		if err == nil && len(batch) > 0 {
 			err = rq.Requeue(ctx, batch)
@@ -220,4 +200,49 @@ func (o *Outbox) clusterReplay(ctx context.Context, rq Requeuer, webhookID strin
 		n += len(batch)
 	}
 	return n, nil
+}
+
+// replayBatch reads the view from position next, oldest first, up to
+// last, and returns the copies to publish for the webhook (at most
+// requeueBatch) with the position to go on from. As on one node, an event
+// of another type or observed before since is skipped, and so is one
+// whose delivery the view shows PENDING (waiting for a retry).
+func replayBatch(ctx context.Context, txn *badger.Txn, typ, webhookID string, since time.Time, next, last uint64) ([]Requeued, uint64, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixViewEvent, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	var batch []Requeued
+	for it.Seek(viewEventKey(next)); it.ValidForPrefix(prefixViewEvent) && len(batch) < requeueBatch; it.Next() {
+		if err := ctx.Err(); err != nil {
+			return nil, next, err
+		}
+		pos := beUint64(it.Item().Key()[len(prefixViewEvent):])
+		if pos > last {
+			return batch, last + 1, nil
+		}
+		next = pos + 1
+		var rec eventRecord
+		var raw []byte
+		if err := it.Item().Value(func(v []byte) error {
+			raw = append([]byte(nil), v...)
+			return rec.unmarshal(v)
+		}); err != nil {
+			return nil, next, err
+		}
+		if rec.Type != typ || rec.ObservedAt.Before(since) {
+			continue
+		}
+		var d deliveryRecord
+		err := getRecord(txn, viewDeliveryKey(rec.ID, webhookID), d.unmarshal)
+		switch {
+		case err == nil && d.State == Pending:
+			continue
+		case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
+			return nil, next, err
+		}
+		batch = append(batch, Requeued{ID: rec.ID, Subject: rec.Subject, Record: raw, Webhooks: []string{webhookID}})
+	}
+	if !it.ValidForPrefix(prefixViewEvent) {
+		next = last + 1 // nothing more in the view (the rest removed by retention)
+	}
+	return batch, next, nil
 }

@@ -14,6 +14,8 @@ type fakeRequeuer struct {
 	mu    sync.Mutex
 	calls [][]Requeued
 	err   error
+	// during, when set, runs once, in the first call with events.
+	during func()
 }
 
 func (f *fakeRequeuer) Requeue(_ context.Context, evs []Requeued) error {
@@ -24,6 +26,10 @@ func (f *fakeRequeuer) Requeue(_ context.Context, evs []Requeued) error {
 	}
 	if len(evs) > 0 {
 		f.calls = append(f.calls, evs)
+		if f.during != nil {
+			f.during()
+			f.during = nil
+		}
 	}
 	return nil
 }
@@ -168,6 +174,25 @@ func TestClusterReplayBatches(t *testing.T) {
 	}
 	if err := v.ApplyEvents(ctx, batch); err != nil {
 		t.Fatal(err)
+	}
+	// Events the view applies while the replay runs (here: as its first
+	// batch is published) are not part of it.
+	later := openTest(t)
+	for i := range 3 {
+		later.commit(t, event("ORDER_CREATED", fmt.Sprintf("later%d", i), `{}`))
+	}
+	more, _, err := later.RelayBatch(ctx, 0, 3)
+	if err != nil || len(more) != 3 {
+		t.Fatalf("RelayBatch: %d, %v", len(more), err)
+	}
+	rq.during = func() {
+		var batch []ViewEvent
+		for i, ev := range more {
+			batch = append(batch, ViewEvent{Pos: uint64(total + 10 + i), Record: ev.Record})
+		}
+		if err := v.ApplyEvents(ctx, batch); err != nil {
+			t.Error(err)
+		}
 	}
 	n, err := v.Replay(ctx, wh.ID, time.Time{})
 	if err != nil || n != total {
