@@ -551,6 +551,22 @@ func TestAdminAgainstRealOutbox(t *testing.T) {
 	if last := got[len(got)-1]; last.header.Get("webhook-id") != first.ID {
 		t.Errorf("redelivery webhook-id = %q, want %q", last.header.Get("webhook-id"), first.ID)
 	}
+	// The receiver has the redelivery before the outbox records its
+	// success; until then the delivery is PENDING, and webhookReplay
+	// leaves pending deliveries alone (and does not count them).
+	var redeliveredState struct {
+		Deliveries []struct{ State string }
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		gql(t, sc.adminURL, `query($id: ID!) { event(id: $id) { deliveries { state } } }`, map[string]any{"id": first.ID}).
+			into(t, "event", &redeliveredState)
+		if d := redeliveredState.Deliveries; len(d) == 1 && d[0].State == "SUCCEEDED" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the redelivery is not recorded as SUCCEEDED after 10 s: %+v", redeliveredState)
+		}
+	}
 
 	// webhookReplay queues every stored event of the type since then.
 	var replayed int
