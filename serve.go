@@ -32,8 +32,12 @@ import (
 const shutdownTimeout = 20 * time.Second
 
 // defaultMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT
-// is not set.
-const defaultMemoryLimit = 96 << 20
+// is not set. Under full load (.ci/bench) the GC runs about 10 times a
+// second at this limit, not back to back, since Badger's compaction
+// buffers are kept small (outbox's badgerOptions); peak RSS, with the
+// binary and Badger's mapped files, was 114 MiB there (134-138 MiB with
+// 96 MiB). README "Performance" has the runs.
+const defaultMemoryLimit = 80 << 20
 
 func configFlag(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (string, bool) {
 	fs := flag.NewFlagSet("eventtap "+name, flag.ContinueOnError)

@@ -76,7 +76,7 @@ func BenchmarkDelivery(b *testing.B) {
 
 // processMemoryLimit is the GOMEMLIMIT the eventtap binary sets when the
 // environment leaves it unset, so that benchmarks measure what users get.
-const processMemoryLimit = 96 << 20
+const processMemoryLimit = 80 << 20
 
 // reportCPU reports the process's CPU time per operation since cpu0 (the
 // receiver's included): steadier than the rates on a shared machine.

@@ -37,8 +37,8 @@
 // Memory: the dispatcher holds at most 50,000 pending deliveries in memory
 // and leaves any backlog beyond that in Badger, reloading it as it drains.
 // Badger is tuned for a small footprint (see badgerOptions); run the process
-// with GOMEMLIMIT (e.g. 100MiB) to keep the Go heap from growing to twice
-// what is live.
+// with GOMEMLIMIT (the eventtap binary sets 80MiB unless told otherwise) to
+// keep the Go heap from growing to twice what is live.
 //
 // An *Outbox is safe for concurrent use by any number of goroutines.
 package outbox
@@ -280,7 +280,7 @@ func open(ctx context.Context, storage StorageConfig, dcfg DeliveryConfig, event
 // table builders of flushes and compactions (up to 5 per compaction, each
 // buffering a whole table of a few times its target size), which is what
 // the sizes below bound. Go's GC lets the heap grow to twice what is live,
-// so the process should also run with GOMEMLIMIT (e.g. 100MiB).
+// so the process should also run with GOMEMLIMIT (eventtap sets 80MiB).
 func badgerOptions(storage StorageConfig, logger *slog.Logger) badger.Options {
 	opts := badger.DefaultOptions(storage.Dir)
 	// Tables of every level keep the base size, so that compactions of
@@ -294,12 +294,19 @@ func badgerOptions(storage StorageConfig, logger *slog.Logger) badger.Options {
 		WithNumMemtables(3).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(12).
-		// A compaction builds up to five tables at once per compactor,
-		// each in a buffer of twice the table size plus its compressed
-		// blocks: under a minute of overload (wrk -c64, two webhooks) those
-		// buffers were over half the heap. 1 MiB tables instead of 2 MiB:
-		// peak RSS 157 -> 132 MiB in that run.
-		WithBaseTableSize(1 << 20).
+		// A compaction builds up to five tables at once per compactor.
+		// With compression a builder fills until its *compressed* size
+		// reaches the table size, so it buffers ~6x that in uncompressed
+		// blocks plus their compressed copies, on the Go heap (z.Calloc
+		// without jemalloc); Badger also pools up to 8 used builders'
+		// buffers. With 1 MiB tables those buffers were 56-104 MiB, the
+		// live heap sat at the soft memory limit and the GC ran 100-200
+		// times a second, so tapped throughput fell as the store grew
+		// (.ci/bench rounds 0.30x, 0.21x, 0.18x of pass-through). 256 KiB
+		// tables: a builder holds ~1.5 MiB, the GC runs ~10 times a
+		// second, rounds stay level (0.27x, 0.26x, 0.25x) and the heap
+		// fits a lower soft limit (serve.go). Issue 15's note has the runs.
+		WithBaseTableSize(256 << 10).
 		WithBaseLevelSize(10 << 20).
 		// Payloads and logs are JSON and compress ~6x. Badger mmaps its
 		// tables and those pages count in RSS, so smaller tables mean a
