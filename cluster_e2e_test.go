@@ -539,6 +539,102 @@ func TestClusterNATSDown(t *testing.T) {
 	})
 }
 
+// TestClusterWriteBackAfterRestart: `changed` values a node decided alone
+// while NATS was down are written back to the shared state even when the
+// node is stopped (SIGKILL, or SIGTERM as in a rolling restart) before
+// NATS comes back: the next change, through another node, reports them
+// as its previous value.
+func TestClusterWriteBackAfterRestart(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			if testing.Short() {
+				t.Skip("runs eventtap binaries and a NATS server; skipped with -short")
+			}
+			ns, api := startNATSAndAPI(t)
+			dir := t.TempDir()
+			n1 := startBinaryCommandIn(t, dir, "serve", ns, api.URL, "n1")
+			n2 := startBinaryNode(t, ns, api.URL, "n2")
+			rc := newHookReceiver(t)
+			rc.registerAt(t, &sidecar{adminURL: n1.adminURL}, "ORDER_STATUS_CHANGED", "/changed")
+
+			const orders = 4
+			ids := make([]string, orders)
+			for i := range ids {
+				code, body := do(t, http.MethodPost, n1.proxyURL+"/orders", `{"customer":"restart"}`)
+				var order struct{ ID int }
+				if code != http.StatusCreated || json.Unmarshal(body, &order) != nil {
+					t.Fatalf("POST /orders: %d %s", code, body)
+				}
+				ids[i] = strconv.Itoa(order.ID)
+			}
+			// The shared state holds OPEN for every order before the outage.
+			time.Sleep(200 * time.Millisecond)
+
+			ns.Stop()
+			waitNATS(t, &sidecar{adminURL: n1.adminURL}, "warn")
+			for _, id := range ids {
+				if code, body := do(t, http.MethodPatch, n1.proxyURL+"/orders/"+id, `{"status":"PAID"}`); code != http.StatusOK {
+					t.Fatalf("PATCH PAID with NATS down: %d %s", code, body)
+				}
+			}
+			if v := scrape(t, n1.adminURL)["eventtap_cluster_state_writeback_pending"]; v < orders {
+				t.Fatalf("eventtap_cluster_state_writeback_pending = %v after %d changes decided alone", v, orders)
+			}
+			if err := n1.proc.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			_ = n1.proc.cmd.Wait()
+
+			// Started again on its store while NATS is still down: the values
+			// are waiting again, then written back once NATS is up.
+			n1 = startBinaryCommandInNATSDown(t, dir, ns, api.URL, "n1")
+			if v := scrape(t, n1.adminURL)["eventtap_cluster_state_writeback_pending"]; v < orders {
+				t.Errorf("after the restart eventtap_cluster_state_writeback_pending = %v, want at least %d", v, orders)
+			}
+			ns.Restart()
+			for _, n := range []*binaryNode{n1, n2} {
+				waitNATS(t, &sidecar{adminURL: n.adminURL}, "ok")
+			}
+			testkit.Eventually(t, 10*time.Second, "the values written back", func() bool {
+				return scrape(t, n1.adminURL)["eventtap_cluster_state_writeback_pending"] == 0
+			})
+			for _, id := range ids {
+				if code, body := do(t, http.MethodPatch, n2.proxyURL+"/orders/"+id, `{"status":"SHIPPED"}`); code != http.StatusOK {
+					t.Fatalf("PATCH SHIPPED through node 2: %d %s", code, body)
+				}
+			}
+			testkit.Eventually(t, 15*time.Second, "every order's PAID -> SHIPPED delivered", func() bool {
+				shipped := map[string]string{}
+				for _, d := range rc.at("/changed") {
+					if d.payload.Change != nil && fmt.Sprint(d.payload.Change.Current) == "SHIPPED" {
+						shipped[d.payload.Subject] = fmt.Sprint(d.payload.Change.Previous)
+					}
+				}
+				if len(shipped) < orders {
+					return false
+				}
+				for _, id := range ids {
+					if shipped[id] != "PAID" {
+						t.Fatalf("order %s: the change to SHIPPED through node 2 came from %q, want PAID (decided on node 1 during the outage, before its restart)", id, shipped[id])
+					}
+				}
+				return true
+			})
+		})
+	}
+}
+
+// startBinaryCommandInNATSDown starts `eventtap serve` on dir while NATS is
+// unreachable: it waits for the proxy, not for NATS.
+func startBinaryCommandInNATSDown(t *testing.T, dir string, ns *natstest.Server, upstream, name string) *binaryNode {
+	t.Helper()
+	path := writeTestConfig(t, dir, upstream, readFile(t, "docs/examples/orders.rules.yaml"), "{level: info, format: json}",
+		fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: %s}\n", ns.URL(), name))
+	p := startBinary(t, "serve", "--config", path)
+	proxy, admin := p.addrs(t, 20*time.Second)
+	return &binaryNode{proc: p, proxyURL: "http://" + proxy, adminURL: "http://" + admin}
+}
+
 // binaryNode is an eventtap binary (a child process, so that it can be
 // SIGKILLed) joined to a cluster.
 type binaryNode struct {
@@ -554,7 +650,13 @@ func startBinaryNode(t *testing.T, ns *natstest.Server, upstream, name string) *
 // startBinaryCommand runs `eventtap serve` or `eventtap deliver` (no proxy).
 func startBinaryCommand(t *testing.T, command string, ns *natstest.Server, upstream, name string) *binaryNode {
 	t.Helper()
-	dir := t.TempDir()
+	return startBinaryCommandIn(t, t.TempDir(), command, ns, upstream, name)
+}
+
+// startBinaryCommandIn is startBinaryCommand with its config and store in
+// dir, so that a node can be started again on the store it left.
+func startBinaryCommandIn(t *testing.T, dir, command string, ns *natstest.Server, upstream, name string) *binaryNode {
+	t.Helper()
 	path := writeTestConfig(t, dir, upstream, readFile(t, "docs/examples/orders.rules.yaml"), "{level: info, format: json}",
 		fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: %s}\n", ns.URL(), name))
 	p := startBinary(t, command, "--config", path)

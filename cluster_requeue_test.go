@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -162,4 +164,87 @@ func TestClusterRedeliverAndReplay(t *testing.T) {
 	if len(rc.bad) > 0 {
 		t.Errorf("rejected deliveries: %s", strings.Join(rc.bad, "; "))
 	}
+}
+
+// TestClusterRedeliverInBackoff (SPEC §5): eventRedeliver, on a node that
+// may not own the delivery, sends a delivery waiting in backoff now, as
+// one node does, rather than a copy after the wait; it is sent once, with
+// the event's id, and its attempts count from 1 again.
+func TestClusterRedeliverInBackoff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs cluster sidecars and a NATS server; skipped with -short")
+	}
+	ns, api := startNATSAndAPI(t)
+	rulesYAML := readFile(t, "docs/examples/orders.rules.yaml")
+	var nodes []*sidecar
+	for i := range 2 {
+		nodes = append(nodes, startSidecar(t, api.URL, rulesYAML, fmt.Sprintf(
+			"delivery: {allow_private_networks: true, retry_schedule: [100ms, 10m], jitter: 0}\ncluster: {nats: {urls: [%q]}, node: n%d}\n", ns.URL(), i+1)))
+	}
+	for _, sc := range nodes {
+		waitNATS(t, sc, "ok")
+	}
+	rc := newHookReceiver(t)
+	hook := rc.registerAt(t, nodes[0], "ORDER_CREATED", "/created")
+	secret := rc.secrets["/created"]
+	rc.mu.Lock()
+	rc.secrets["/created"] = "whsec_" + base64.StdEncoding.EncodeToString([]byte("not the webhook's secret, 32 b!"))
+	rc.mu.Unlock()
+
+	if code, body := do(t, http.MethodPost, nodes[0].proxyURL+"/orders", `{"customer":"backoff"}`); code != http.StatusCreated {
+		t.Fatalf("POST /orders: %d %s", code, body)
+	}
+	// Two attempts refused (401), then a wait of 10 minutes.
+	var eventID string
+	testkit.Eventually(t, 15*time.Second, "two failed attempts, the next one 10 minutes away", func() bool {
+		var page struct {
+			Edges []struct {
+				Node struct {
+					ID         string
+					Deliveries []struct {
+						State         string
+						Attempts      int
+						NextAttemptAt *string
+					}
+				}
+			}
+		}
+		gql(t, nodes[1].adminURL, `{ events(first: 1, filter: {type: ORDER_CREATED}) { edges { node { id deliveries { state attempts nextAttemptAt } } } } }`, nil).into(t, "events", &page)
+		if len(page.Edges) != 1 || len(page.Edges[0].Node.Deliveries) != 1 {
+			return false
+		}
+		d := page.Edges[0].Node.Deliveries[0]
+		eventID = page.Edges[0].Node.ID
+		return d.State == "PENDING" && d.Attempts == 2
+	})
+	rc.mu.Lock()
+	rc.secrets["/created"] = secret // the receiver is fixed
+	rc.mu.Unlock()
+
+	start := time.Now()
+	var redelivered struct{ ID string }
+	gql(t, nodes[1].adminURL, `mutation($id: ID!, $wh: ID) { eventRedeliver(id: $id, webhookId: $wh) { id } }`,
+		map[string]any{"id": eventID, "wh": hook}).into(t, "eventRedeliver", &redelivered)
+	testkit.Eventually(t, 10*time.Second, "the delivery in backoff sent now", func() bool { return len(rc.at("/created")) >= 1 })
+	t.Logf("sent %s after eventRedeliver", time.Since(start).Round(time.Millisecond))
+	time.Sleep(time.Second) // a copy sent besides would arrive by now
+	got := rc.at("/created")
+	if len(got) != 1 || got[0].header.Get("webhook-id") != eventID {
+		t.Fatalf("%d deliveries after eventRedeliver, want one with webhook-id %s: %+v", len(got), eventID, got)
+	}
+	testkit.Eventually(t, 5*time.Second, "the delivery SUCCEEDED on both nodes, its attempts counted from 1 again", func() bool {
+		for _, sc := range nodes {
+			var ev struct {
+				Deliveries []struct {
+					State    string
+					Attempts int
+				}
+			}
+			gql(t, sc.adminURL, `query($id: ID!) { event(id: $id) { deliveries { state attempts } } }`, map[string]any{"id": eventID}).into(t, "event", &ev)
+			if len(ev.Deliveries) != 1 || ev.Deliveries[0].State != "SUCCEEDED" || ev.Deliveries[0].Attempts != 1 {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -56,13 +56,17 @@ func writeTestConfig(t testing.TB, dir, upstream, rulesYAML, logCfg, extra strin
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rulesYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// extra may bring its own delivery section.
+	deliveryCfg := "delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 400ms], jitter: 0}\n"
+	if strings.HasPrefix(extra, "delivery:") || strings.Contains(extra, "\ndelivery:") {
+		deliveryCfg = ""
+	}
 	cfgText := fmt.Sprintf(`proxy: {listen: "127.0.0.1:0", upstream: %q}
 admin: {listen: "127.0.0.1:0"}
 storage: {dir: %q}
-delivery: {allow_private_networks: true, retry_schedule: [100ms, 200ms, 400ms], jitter: 0}
-rules_file: rules.yaml
+%srules_file: rules.yaml
 log: %s
-%s`, upstream, filepath.Join(dir, "data"), logCfg, extra)
+%s`, upstream, filepath.Join(dir, "data"), deliveryCfg, logCfg, extra)
 	path := filepath.Join(dir, "eventtap.yaml")
 	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,9 @@ type held struct {
 	pending map[string]int // webhook id → attempts made, for deliveries not done
 	copy    bool           // published again by eventRedeliver or webhookReplay
 	dropped bool           // the partition moved away; its items are skipped
+	// restarted names, per webhook, the copy merged into this event whose
+	// attempts count from 1 again (mergeCopyLocked); guarded by mu.
+	restarted map[string]uint64
 }
 
 // partState is one partition as this node sees it.
@@ -86,9 +89,20 @@ type streamDelivery struct {
 	local Deliverer
 	disp  *delivery.Dispatcher
 
-	mu    sync.Mutex
-	msgs  map[uint64]*held
-	parts [Partitions]partState
+	mu   sync.Mutex
+	msgs map[uint64]*held
+	// byEvent finds a held event as committed (not a copy) by its id, so
+	// that a copy for a webhook it still waits for is merged into it.
+	byEvent map[string]*held
+	parts   [Partitions]partState
+}
+
+// forgetLocked drops h from the held messages; mu is held.
+func (sd *streamDelivery) forgetLocked(h *held) {
+	delete(sd.msgs, h.seq)
+	if sd.byEvent[h.ev.ID] == h {
+		delete(sd.byEvent, h.ev.ID)
+	}
 }
 
 func (n *Node) consumerName(p int) string { return n.cfg.Name + "_p" + strconv.Itoa(p) }
@@ -127,7 +141,7 @@ func (n *Node) runDelivery(ctx context.Context, local Deliverer) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	defer sender.Close()
-	sd := &streamDelivery{n: n, local: local, msgs: map[uint64]*held{}}
+	sd := &streamDelivery{n: n, local: local, msgs: map[uint64]*held{}, byEvent: map[string]*held{}}
 	sd.disp = delivery.NewDispatcher(n.opts.Delivery, sender, delivery.Options{Logger: n.log})
 	n.owned.Store(sd.disp)
 	defer n.owned.Store(nil)
@@ -267,10 +281,10 @@ func (sd *streamDelivery) release(ctx context.Context, p int) {
 		ms = append(ms, h.msg)
 	}
 	*ps = partState{}
-	for seq, h := range sd.msgs {
+	for _, h := range sd.msgs {
 		if h.part == p {
 			h.dropped = true
-			delete(sd.msgs, seq)
+			sd.forgetLocked(h)
 			ms = append(ms, h.msg)
 		}
 	}
@@ -449,11 +463,17 @@ func (sd *streamDelivery) feedLocked(batch []*held) {
 		if _, dup := sd.msgs[h.seq]; dup {
 			continue
 		}
+		if h.copy {
+			entries = sd.mergeCopyLocked(h, now, entries)
+		}
 		if len(h.pending) == 0 {
-			_ = h.msg.Ack() // nobody subscribed
+			_ = h.msg.Ack() // nobody subscribed, or merged
 			continue
 		}
 		sd.msgs[h.seq] = h
+		if !h.copy {
+			sd.byEvent[h.ev.ID] = h
+		}
 		for id := range h.pending {
 			entries = append(entries, delivery.Entry{WebhookID: id, Subject: h.ev.Subject,
 				Item: delivery.Item{Seq: h.seq, Due: now, Observed: h.ev.CreatedAt.UnixNano()}})
@@ -462,6 +482,33 @@ func (sd *streamDelivery) feedLocked(batch []*held) {
 	if len(entries) > 0 {
 		sd.disp.AddMany(entries)
 	}
+}
+
+// mergeCopyLocked hands a copy published by eventRedeliver or
+// webhookReplay over to the event as committed, for each webhook that the
+// event still waits for here (in backoff, say): that delivery is due now,
+// its attempts counted from 1 again, as on one node (SPEC §5), instead of
+// a copy sent after it. A delivery whose attempt is in flight keeps that
+// attempt's outcome. The copy keeps the other webhooks. mu is held.
+func (sd *streamDelivery) mergeCopyLocked(h *held, now int64, entries []delivery.Entry) []delivery.Entry {
+	orig := sd.byEvent[h.ev.ID]
+	if orig == nil || orig.dropped {
+		return entries
+	}
+	for id := range h.pending {
+		if _, waiting := orig.pending[id]; !waiting {
+			continue
+		}
+		orig.pending[id] = 0
+		if orig.restarted == nil {
+			orig.restarted = map[string]uint64{}
+		}
+		orig.restarted[id] = h.seq
+		delete(h.pending, id)
+		entries = append(entries, delivery.Entry{WebhookID: id, Subject: orig.ev.Subject,
+			Item: delivery.Item{Seq: orig.seq, Due: now, Observed: orig.ev.CreatedAt.UnixNano()}})
+	}
+	return entries
 }
 
 // lost forgets partition p's messages: another node is pinned now and
@@ -474,10 +521,10 @@ func (sd *streamDelivery) lost(p int) {
 		return
 	}
 	ps.owned, ps.buffer, ps.warmUntil, ps.waitOld = false, nil, time.Time{}, 0
-	for seq, h := range sd.msgs {
+	for _, h := range sd.msgs {
 		if h.part == p {
 			h.dropped = true
-			delete(sd.msgs, seq)
+			sd.forgetLocked(h)
 		}
 	}
 	sd.n.log.Info("another node owns a partition now", "partition", p)
@@ -550,7 +597,13 @@ func (sd *streamDelivery) Record(ctx context.Context, a *delivery.Attempt, done 
 
 func (sd *streamDelivery) record(ctx context.Context, a *delivery.Attempt) error {
 	h := a.State.(*held)
-	sd.n.shareLog(ctx, h.part, sd.local.ObserveStreamAttempt(a, h.ev), a, h)
+	sd.mu.Lock()
+	restart := h.restarted[a.WebhookID]
+	sd.mu.Unlock()
+	if h.copy {
+		restart = h.seq
+	}
+	sd.n.shareLog(ctx, h.part, sd.local.ObserveStreamAttempt(a, h.ev), a, restart)
 	sd.mu.Lock()
 	if _, ok := h.pending[a.WebhookID]; ok {
 		h.pending[a.WebhookID] = a.Number
@@ -568,7 +621,7 @@ func (sd *streamDelivery) done(h *held, whID string) error {
 	delete(h.pending, whID)
 	last := len(h.pending) == 0 && !h.dropped
 	if last {
-		delete(sd.msgs, h.seq)
+		sd.forgetLocked(h)
 	}
 	sd.mu.Unlock()
 	if !last {

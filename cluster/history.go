@@ -82,18 +82,19 @@ type unsentLog struct {
 // the stream to store it. A log that cannot be stored (NATS gone at that
 // moment) is kept, up to maxUnsentLogs, and sent again by the relay loop
 // once NATS answers (resendLogs); the delivery itself was made. Its
-// Nats-Msg-Id names the event, webhook and attempt, and for an attempt
-// of a redelivery's copy (h) the copy's position too: its attempts count
-// from 1 again, and must not be dropped as the original's.
-func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log, a *delivery.Attempt, h *held) {
+// Nats-Msg-Id names the event, webhook and attempt, and, when restart is
+// not 0, the position of the redelivery's or replay's copy whose attempts
+// count from 1 again (the copy's own, or one merged into the event as
+// committed), so that they are not dropped as the earlier ones.
+func (n *Node) shareLog(ctx context.Context, p int, l outbox.Log, a *delivery.Attempt, restart uint64) {
 	body, err := json.Marshal(sharedLog{Log: l, Final: a.Outcome == delivery.Done, Next: a.Next})
 	if err == nil {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		msg := &nats.Msg{Subject: n.cfg.Name + ".logs." + strconv.Itoa(p), Data: body}
 		id := l.EventID + "/" + l.WebhookID + "/" + strconv.Itoa(l.Attempt)
-		if h.copy {
-			id += "/" + strconv.FormatUint(h.seq, 10)
+		if restart != 0 {
+			id += "/" + strconv.FormatUint(restart, 10)
 		}
 		if _, err = n.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
 			n.logsMu.Lock()

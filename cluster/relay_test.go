@@ -216,7 +216,7 @@ func TestLogResentAfterOutage(t *testing.T) {
 	ns.Stop()
 	testkit.Eventually(t, 10*time.Second, "the node to notice the outage", func() bool { return tn.node.Check(context.Background()) != nil })
 	l := outbox.Log{WebhookID: "wh_x", EventID: "evt_x", Type: "ORDER_CREATED", CreatedAt: time.Now().UTC(), ResponseStatus: 204, Attempt: 1, Succeeded: true}
-	tn.node.shareLog(context.Background(), 3, l, &delivery.Attempt{Outcome: delivery.Done}, &held{seq: 1})
+	tn.node.shareLog(context.Background(), 3, l, &delivery.Attempt{Outcome: delivery.Done}, 0)
 	tn.node.logsMu.Lock()
 	kept := len(tn.node.unsentLogs)
 	// The client library may also send the first publish from its
@@ -254,8 +254,16 @@ func TestLogResentAfterOutage(t *testing.T) {
 
 // fakeWriteBack is the outbox's side of writeBackStates.
 type fakeWriteBack struct {
-	mu sync.Mutex
-	us []outbox.UnsharedState
+	mu        sync.Mutex
+	us        []outbox.UnsharedState
+	forgotten []outbox.UnsharedState
+}
+
+func (f *fakeWriteBack) ForgetUnsharedStates(_ context.Context, us []outbox.UnsharedState) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgotten = append(f.forgotten, us...)
+	return nil
 }
 
 func (f *fakeWriteBack) TakeUnsharedStates() []outbox.UnsharedState {
@@ -299,12 +307,19 @@ func TestWriteBackStates(t *testing.T) {
 	if left := len(wb.TakeUnsharedStates()); left != 100-writeBackChunk {
 		t.Fatalf("%d values left after one pass, want %d", left, 100-writeBackChunk)
 	}
-	wb.us = nil
+	// Their stored copies are deleted, the written and the older alike.
+	if n := len(wb.forgotten); n != writeBackChunk {
+		t.Fatalf("%d values forgotten after one pass, want %d", n, writeBackChunk)
+	}
+	wb.us, wb.forgotten = nil, nil
 	for i := range 100 {
 		wb.us = append(wb.us, outbox.UnsharedState{Key: fmt.Sprint("key-", i), Value: []byte(`"outage"`), At: at.Add(-time.Minute)})
 	}
 	for range 3 {
 		tn.node.writeBackStates(ctx, wb)
+	}
+	if n := len(wb.forgotten); n != 100 {
+		t.Errorf("%d values forgotten after three passes, want 100", n)
 	}
 	for i, want := range map[int]string{0: `"newer"`, 1: `"outage"`, 99: `"outage"`} {
 		var got []byte

@@ -93,6 +93,9 @@ type writeBack interface {
 	TakeUnsharedStates() []outbox.UnsharedState
 	ReturnUnsharedStates([]outbox.UnsharedState)
 	UnsharedStates() int
+	// ForgetUnsharedStates deletes the stored copies of values that need
+	// no more writing back, so that a restart does not repeat them.
+	ForgetUnsharedStates(context.Context, []outbox.UnsharedState) error
 }
 
 // writeBackStates writes the `changed` values this node decided during an
@@ -114,18 +117,27 @@ func (n *Node) writeBackStates(ctx context.Context, local writeBack) {
 	}
 	st := state{n}
 	written := 0
+	done := us
 	for i, u := range us {
 		wrote, err := st.writeIfNewer(ctx, u)
 		if err != nil {
 			local.ReturnUnsharedStates(us[i:])
 			n.log.Warn("writing back `changed` values decided during the outage failed; retrying later", "left", len(us)-i, "err", err)
-			return
+			done = us[:i]
+			break
 		}
 		if wrote {
 			written++
 		}
 	}
-	n.log.Debug("wrote back `changed` values decided on this node during the outage", "values", len(us), "newer_than_shared", written)
+	// A copy left by a failed delete is written back again after a
+	// restart, which changes nothing: the shared value is then as new.
+	if err := local.ForgetUnsharedStates(ctx, done); err != nil {
+		n.log.Warn("deleting the stored copies of `changed` values written back failed; a restart writes them back again", "values", len(done), "err", err)
+	}
+	if len(done) == len(us) {
+		n.log.Debug("wrote back `changed` values decided on this node during the outage", "values", len(us), "newer_than_shared", written)
+	}
 }
 
 // writeIfNewer stores u's value under its key unless the shared value

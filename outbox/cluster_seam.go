@@ -154,6 +154,75 @@ func (o *Outbox) TakeUnsharedStates() []UnsharedState {
 	return out
 }
 
+// ForgetUnsharedStates deletes the stored copies of values the cluster has
+// written back, or found older than the shared value, so that a restart
+// does not write them back again. Copies of a key decided after u.At stay.
+func (o *Outbox) ForgetUnsharedStates(ctx context.Context, us []UnsharedState) error {
+	if len(us) == 0 {
+		return nil
+	}
+	return o.use(ctx, func() error {
+		w, err := o.newTxnWriter()
+		if err != nil {
+			return err
+		}
+		err = o.db.View(func(txn *badger.Txn) error {
+			for _, u := range us {
+				p, ok := unsharedPrefix(u.Key)
+				if !ok {
+					continue
+				}
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+				for it.Rewind(); it.Valid(); it.Next() {
+					k := it.Item().KeyCopy(nil)
+					if _, at, ok := parseUnsharedKey(k); ok && !at.After(u.At) {
+						if err := w.delete(k); err != nil {
+							it.Close()
+							return err
+						}
+					}
+				}
+				it.Close()
+			}
+			return nil
+		})
+		if err != nil {
+			w.discard()
+			return err
+		}
+		return w.commit()
+	})
+}
+
+// loadUnshared takes the `changed` values decided during an outage that
+// were not written back before the process stopped: the latest of each
+// key, in the order they were decided.
+func (o *Outbox) loadUnshared(txn *badger.Txn) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixUnshared, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		key, at, ok := parseUnsharedKey(it.Item().Key())
+		if !ok {
+			continue
+		}
+		o.cl.unsharedMu.Lock()
+		cur, seen := o.cl.unshared[key]
+		o.cl.unsharedMu.Unlock()
+		if seen && !cur.At.Before(at) {
+			continue
+		}
+		value, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		o.keepUnshared(key, value, at)
+	}
+	if n := o.UnsharedStates(); n > 0 {
+		o.log.Info("`changed` values decided during a NATS outage before the restart will be written back to the cluster's shared state", "values", n)
+	}
+	return nil
+}
+
 // UnsharedStates counts the `changed` values waiting to be written back.
 func (o *Outbox) UnsharedStates() int {
 	o.cl.unsharedMu.Lock()

@@ -352,8 +352,16 @@ func (c *committer) add(b *batch, r *commitRequest) {
 		}
 		if ev.State != nil && r.shared == nil && o.cl.local.Load() {
 			// Decided against this node's own value while the shared
-			// state was unreachable: written back once it answers.
-			o.keepUnshared(ev.State.Key, rules.CanonicalValue(ev.State.Value), b.now)
+			// state was unreachable: written back once it answers. The
+			// copy in this batch outlives a restart before then (load).
+			value := rules.CanonicalValue(ev.State.Value)
+			if p, ok := unsharedPrefix(ev.State.Key); ok {
+				if err := b.set(badger.NewEntry(u64(p, uint64(b.now.UnixNano())), value).WithTTL(o.stateTTL())); err != nil {
+					b.err = err
+					return
+				}
+			}
+			o.keepUnshared(ev.State.Key, value, b.now)
 		}
 		if !emit {
 			continue

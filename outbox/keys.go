@@ -6,8 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -30,6 +32,9 @@ import (
 //	x/w/<webhookID><logseq:8>                  log index by webhook (no value)
 //	x/e/<eventID><logseq:8>                    log index by event (no value)
 //	r/<state key>                              last value seen by a `changed` rule
+//	u/<len:2><state key><observed ns:8>        a `changed` value decided while the cluster's
+//	                                           shared state was unreachable, kept until it is
+//	                                           written back (cluster mode; the value)
 //
 // Webhook and event ids embed a big-endian counter (creation time for
 // webhooks, the sequence for events) followed by random bytes, encoded in
@@ -47,6 +52,7 @@ var (
 	prefixLogByWH  = []byte("x/w/")
 	prefixLogByEvt = []byte("x/e/")
 	prefixState    = []byte("r/")
+	prefixUnshared = []byte("u/")
 )
 
 const (
@@ -189,6 +195,29 @@ func (s logSpace) keys(l *Log, seq uint64) [3][]byte {
 }
 
 func stateKey(key string) []byte { return append(cat(prefixState), key...) }
+
+// unsharedPrefix is the prefix of every copy kept of a state key's values
+// decided during an outage (one per decision time); ok is false for a key
+// too long to length-prefix, which is then not kept on disk.
+func unsharedPrefix(key string) (p []byte, ok bool) {
+	if len(key) > math.MaxUint16 {
+		return nil, false
+	}
+	return append(binary.BigEndian.AppendUint16(cat(prefixUnshared), uint16(len(key))), key...), true
+}
+
+// parseUnsharedKey returns the state key and decision time of a u/ key.
+func parseUnsharedKey(k []byte) (key string, at time.Time, ok bool) {
+	rest := k[len(prefixUnshared):]
+	if len(rest) < 2 {
+		return "", time.Time{}, false
+	}
+	n := int(binary.BigEndian.Uint16(rest))
+	if len(rest) != 2+n+8 {
+		return "", time.Time{}, false
+	}
+	return string(rest[2 : 2+n]), time.Unix(0, int64(beUint64(rest[2+n:]))), true
+}
 
 // Cursors are the base64url of the key of the item they point at. They are
 // only accepted for the range they were made for, so a cursor of one listing

@@ -470,6 +470,9 @@ func (o *Outbox) load() error {
 			logSeq = max(logSeq, beUint64(k[len(prefixLog):]))
 		}
 		o.logSeq.Store(logSeq)
+		if err := o.loadUnshared(txn); err != nil {
+			return err
+		}
 		return o.loadWebhooks(txn)
 	}); err != nil {
 		return err
