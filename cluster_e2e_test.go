@@ -592,12 +592,15 @@ func TestClusterWriteBackAfterRestart(t *testing.T) {
 				t.Errorf("after the restart eventtap_cluster_state_writeback_pending = %v, want at least %d", v, orders)
 			}
 			ns.Restart()
-			for _, n := range []*binaryNode{n1, n2} {
-				waitNATS(t, &sidecar{adminURL: n.adminURL}, "ok")
-			}
+			testkit.Eventually(t, 20*time.Second, "node 1 connected again", func() bool {
+				return scrape(t, n1.adminURL)["eventtap_cluster_connected"] == 1
+			})
+			connected := time.Now()
 			testkit.Eventually(t, 10*time.Second, "the values written back", func() bool {
 				return scrape(t, n1.adminURL)["eventtap_cluster_state_writeback_pending"] == 0
 			})
+			t.Logf("written back %s after node 1 reported connected", time.Since(connected).Round(time.Millisecond))
+			waitNATS(t, &sidecar{adminURL: n2.adminURL}, "ok")
 			for _, id := range ids {
 				if code, body := do(t, http.MethodPatch, n2.proxyURL+"/orders/"+id, `{"status":"SHIPPED"}`); code != http.StatusOK {
 					t.Fatalf("PATCH SHIPPED through node 2: %d %s", code, body)

@@ -60,6 +60,9 @@ type Node struct {
 	outages atomic.Uint64
 	// wake makes Run probe at once, on a reconnection.
 	wake chan struct{}
+	// relayWake makes the relay loop try at once: on a reconnection, and
+	// when the buckets become usable (a node started while NATS was down).
+	relayWake chan struct{}
 
 	// unsentLogs are delivery logs to publish again (history.go).
 	logsMu     sync.Mutex
@@ -132,7 +135,7 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		}
 		cfg.Node = h
 	}
-	n := &Node{cfg: cfg, opts: opts, log: logger.With("component", "cluster", "node", cfg.Node), wake: make(chan struct{}, 1),
+	n := &Node{cfg: cfg, opts: opts, log: logger.With("component", "cluster", "node", cfg.Node), wake: make(chan struct{}, 1), relayWake: make(chan struct{}, 1),
 		instance: strconv.FormatUint(rand.Uint64(), 36)}
 	n.connected = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "eventtap_cluster_connected",
@@ -182,9 +185,11 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
 			n.log.Info("reconnected to NATS")
-			select {
-			case n.wake <- struct{}{}:
-			default:
+			for _, c := range []chan struct{}{n.wake, n.relayWake} {
+				select {
+				case c <- struct{}{}:
+				default:
+				}
 			}
 		}),
 	}
@@ -402,6 +407,10 @@ func (n *Node) ensureBuckets(ctx context.Context) error {
 		return err
 	}
 	n.buckets.Store(&buckets{webhooks: wh, state: st, nodes: nodes})
+	select {
+	case n.relayWake <- struct{}{}:
+	default:
+	}
 	n.heartbeatMember(ctx, nodes) // seen by the others at once, not a probe later
 	n.log.Info("cluster buckets ready", "name", n.cfg.Name, "replicas", n.cfg.Replicas)
 	return nil

@@ -112,6 +112,13 @@ func (n *Node) runRelay(ctx context.Context) {
 		}
 	}()
 	for {
+		if rl.UnsharedStates() > 0 && n.nc.IsConnected() && n.buckets.Load() != nil {
+			// The `changed` values decided here during an outage go to the
+			// shared state first, before the backlog: until they are there,
+			// another node deciding a change of one of those subjects
+			// reports a stale previous value.
+			n.writeBackStates(ctx, rl)
+		}
 		evs, last, err := rl.RelayBatch(ctx, after, relayWindow)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, outbox.ErrClosed) {
@@ -120,10 +127,7 @@ func (n *Node) runRelay(ctx context.Context) {
 			n.log.Error("reading events to relay failed", "err", err)
 		}
 		if err == nil && len(evs) == 0 && n.nc.IsConnected() {
-			// Drained: the `changed` values decided here during an
-			// outage can go to the shared state now, before the gauge
-			// says the relay is done.
-			n.writeBackStates(ctx, rl)
+			// Drained: the logs kept during the outage follow their events.
 			n.resendLogs(ctx)
 		}
 		pending := uint64(len(evs))
@@ -155,6 +159,7 @@ func (n *Node) runRelay(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-wake:
+		case <-n.relayWake:
 		case <-idle.C:
 		}
 	}
