@@ -600,6 +600,10 @@ func TestClusterWriteBackAfterRestart(t *testing.T) {
 				return scrape(t, n1.adminURL)["eventtap_cluster_state_writeback_pending"] == 0
 			})
 			t.Logf("written back %s after node 1 reported connected", time.Since(connected).Round(time.Millisecond))
+			testkit.Eventually(t, 10*time.Second, "node 1's backlog relayed", func() bool {
+				return scrape(t, n1.adminURL)["eventtap_cluster_relay_pending"] == 0
+			})
+			t.Logf("backlog relayed %s after node 1 reported connected", time.Since(connected).Round(time.Millisecond))
 			waitNATS(t, &sidecar{adminURL: n2.adminURL}, "ok")
 			for _, id := range ids {
 				if code, body := do(t, http.MethodPatch, n2.proxyURL+"/orders/"+id, `{"status":"SHIPPED"}`); code != http.StatusOK {

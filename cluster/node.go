@@ -185,12 +185,13 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
 			n.log.Info("reconnected to NATS")
-			for _, c := range []chan struct{}{n.wake, n.relayWake} {
-				select {
-				case c <- struct{}{}:
-				default:
-				}
-			}
+			n.wakeAll()
+		}),
+		// A node started while NATS was unreachable connects later
+		// (RetryOnFailedConnect): nats.go calls this, not the handler above.
+		nats.ConnectHandler(func(*nats.Conn) {
+			n.log.Info("connected to NATS")
+			n.wakeAll()
 		}),
 	}
 	if f := cfg.NATS.CredentialsFile; f != "" {
@@ -284,6 +285,7 @@ func (n *Node) Run(ctx context.Context) error {
 				n.log.Warn("creating the cluster's JetStream streams failed; retrying", "err", err)
 			} else {
 				n.streamsReady.Store(true)
+				n.wakeRelay() // it can publish now
 				go func() {
 					defer close(deliveryDone)
 					var views sync.WaitGroup
@@ -323,6 +325,23 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-n.wake:
 		}
+	}
+}
+
+// wakeAll makes Run probe and the relay loop try at once: NATS answers.
+func (n *Node) wakeAll() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+	n.wakeRelay()
+}
+
+// wakeRelay makes the relay loop try at once rather than after its wait.
+func (n *Node) wakeRelay() {
+	select {
+	case n.relayWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -407,10 +426,7 @@ func (n *Node) ensureBuckets(ctx context.Context) error {
 		return err
 	}
 	n.buckets.Store(&buckets{webhooks: wh, state: st, nodes: nodes})
-	select {
-	case n.relayWake <- struct{}{}:
-	default:
-	}
+	n.wakeRelay()
 	n.heartbeatMember(ctx, nodes) // seen by the others at once, not a probe later
 	n.log.Info("cluster buckets ready", "name", n.cfg.Name, "replicas", n.cfg.Replicas)
 	return nil
