@@ -592,10 +592,15 @@ func TestClusterWriteBackAfterRestart(t *testing.T) {
 				t.Errorf("after the restart eventtap_cluster_state_writeback_pending = %v, want at least %d", v, orders)
 			}
 			ns.Restart()
+			restarted := time.Now()
 			testkit.Eventually(t, 20*time.Second, "node 1 connected again", func() bool {
 				return scrape(t, n1.adminURL)["eventtap_cluster_connected"] == 1
 			})
 			connected := time.Now()
+			testkit.Eventually(t, 20*time.Second, "node 2 connected again", func() bool {
+				return scrape(t, n2.adminURL)["eventtap_cluster_connected"] == 1
+			})
+			t.Logf("NATS back: node 1 connected after %s, node 2 after %s", connected.Sub(restarted).Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
 			testkit.Eventually(t, 10*time.Second, "the values written back", func() bool {
 				return scrape(t, n1.adminURL)["eventtap_cluster_state_writeback_pending"] == 0
 			})

@@ -165,7 +165,10 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		// Never give up: NATS may be down for longer than any fixed count,
 		// and the node serves the proxy meanwhile.
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
+		// Short: until every node is back, a node still cut off decides
+		// `changed` alone, so the nodes should return close together
+		// (a refused TCP connection a few times a second costs little).
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.Timeout(2 * time.Second),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
