@@ -60,6 +60,12 @@ type Node struct {
 	outages atomic.Uint64
 	// wake makes Run probe at once, on a reconnection.
 	wake chan struct{}
+	// connectErr is why the last attempt to reach NATS failed ("" once
+	// connected), for /readyz and the log: a TLS or credentials mistake
+	// must not look like a server that is down.
+	connectErr atomic.Pointer[string]
+	// connectErrLogged is when a failed attempt was last logged (unix ns).
+	connectErrLogged atomic.Int64
 	// relayWake makes the relay loop try at once: on a reconnection, and
 	// when the buckets become usable (a node started while NATS was down).
 	relayWake chan struct{}
@@ -188,12 +194,26 @@ func New(cfg Config, opts Options, logger *slog.Logger, reg prometheus.Registere
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
 			n.log.Info("reconnected to NATS")
+			n.connectErr.Store(nil)
 			n.wakeAll()
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			// Every failed attempt (a few a second, to each server of the
+			// pool in turn): logged when the reason changes, at most once
+			// every 30 s.
+			msg := err.Error()
+			prev := n.connectErr.Swap(&msg)
+			now := time.Now().UnixNano()
+			if (prev == nil || *prev != msg) && now-n.connectErrLogged.Load() >= int64(30*time.Second) {
+				n.connectErrLogged.Store(now)
+				n.log.Warn("connecting to NATS failed; retrying (README, \"Running several replicas\")", "err", err)
+			}
 		}),
 		// A node started while NATS was unreachable connects later
 		// (RetryOnFailedConnect): nats.go calls this, not the handler above.
 		nats.ConnectHandler(func(*nats.Conn) {
 			n.log.Info("connected to NATS")
+			n.connectErr.Store(nil)
 			n.wakeAll()
 		}),
 	}
@@ -550,7 +570,13 @@ func (n *Node) members(ctx context.Context) ([]string, error) {
 // ErrNATSUnreachable.
 func (n *Node) Check(context.Context) error {
 	if !n.healthy.Load() || n.buckets.Load() == nil {
-		return fmt.Errorf("%w (the proxy serves; events wait in this node's outbox, `changed` is decided on this node alone and webhook changes are refused until it is back)", ErrNATSUnreachable)
+		// The connection's last error tells a TLS or credentials mistake
+		// apart from a server that is down.
+		why := ""
+		if msg := n.connectErr.Load(); msg != nil {
+			why = ": " + *msg
+		}
+		return fmt.Errorf("%w%s (the proxy serves; events wait in this node's outbox, `changed` is decided on this node alone and webhook changes are refused until it is back)", ErrNATSUnreachable, why)
 	}
 	n.unreadableMu.Lock()
 	unreadable := len(n.unreadable)

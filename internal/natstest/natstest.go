@@ -24,7 +24,17 @@ type Server struct {
 // Start runs a server until the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	return StartWith(tb, nil)
+}
+
+// StartWith is Start with configure changing the server's options first
+// (TLS, authentication); nil changes nothing.
+func StartWith(tb testing.TB, configure func(*server.Options)) *Server {
+	tb.Helper()
 	s := &Server{tb: tb, opts: server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(), NoLog: true, NoSigs: true}}
+	if configure != nil {
+		configure(&s.opts)
+	}
 	s.Restart()
 	// The port the first start picked is kept for the restarts.
 	s.opts.Port = s.srv.Addr().(*net.TCPAddr).Port
