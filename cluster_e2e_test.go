@@ -62,18 +62,29 @@ func startClusterNodes(t *testing.T, ns *natstest.Server, upstream string, n int
 // readyz returns /readyz's status code and the nats check's status.
 func readyz(t testing.TB, sc *sidecar) (int, string) {
 	t.Helper()
+	code, raw := readyzBody(t, sc)
+	var body struct {
+		Checks map[string]struct{ Status string }
+	}
+	if err := json.Unmarshal([]byte(raw), &body); err != nil {
+		t.Fatalf("/readyz: %v: %s", err, raw)
+	}
+	return code, body.Checks["nats"].Status
+}
+
+// readyzBody returns /readyz's status code and body.
+func readyzBody(t testing.TB, sc *sidecar) (int, string) {
+	t.Helper()
 	resp, err := http.Get(sc.adminURL + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body struct {
-		Checks map[string]struct{ Status string }
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, body.Checks["nats"].Status
+	return resp.StatusCode, string(body)
 }
 
 // waitNATS waits until the node's /readyz says NATS is want ("ok" or
@@ -587,7 +598,7 @@ func TestClusterWriteBackAfterRestart(t *testing.T) {
 
 			// Started again on its store while NATS is still down: the values
 			// are waiting again, then written back once NATS is up.
-			n1 = startBinaryCommandInNATSDown(t, dir, ns, api.URL, "n1")
+			n1 = launchBinaryNode(t, dir, "serve", ns, api.URL, "n1") // NATS is down: no wait for it
 			if v := scrape(t, n1.adminURL)["eventtap_cluster_state_writeback_pending"]; v < orders {
 				t.Errorf("after the restart eventtap_cluster_state_writeback_pending = %v, want at least %d", v, orders)
 			}
@@ -636,17 +647,6 @@ func TestClusterWriteBackAfterRestart(t *testing.T) {
 	}
 }
 
-// startBinaryCommandInNATSDown starts `eventtap serve` on dir while NATS is
-// unreachable: it waits for the proxy, not for NATS.
-func startBinaryCommandInNATSDown(t *testing.T, dir string, ns *natstest.Server, upstream, name string) *binaryNode {
-	t.Helper()
-	path := writeTestConfig(t, dir, upstream, readFile(t, "docs/examples/orders.rules.yaml"), "{level: info, format: json}",
-		fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: %s}\n", ns.URL(), name))
-	p := startBinary(t, "serve", "--config", path)
-	proxy, admin := p.addrs(t, 20*time.Second)
-	return &binaryNode{proc: p, proxyURL: "http://" + proxy, adminURL: "http://" + admin}
-}
-
 // binaryNode is an eventtap binary (a child process, so that it can be
 // SIGKILLed) joined to a cluster.
 type binaryNode struct {
@@ -669,6 +669,15 @@ func startBinaryCommand(t *testing.T, command string, ns *natstest.Server, upstr
 // dir, so that a node can be started again on the store it left.
 func startBinaryCommandIn(t *testing.T, dir, command string, ns *natstest.Server, upstream, name string) *binaryNode {
 	t.Helper()
+	n := launchBinaryNode(t, dir, command, ns, upstream, name)
+	waitNATS(t, &sidecar{adminURL: n.adminURL}, "ok")
+	return n
+}
+
+// launchBinaryNode runs the binary on dir until its listeners are up,
+// without waiting for NATS.
+func launchBinaryNode(t *testing.T, dir, command string, ns *natstest.Server, upstream, name string) *binaryNode {
+	t.Helper()
 	path := writeTestConfig(t, dir, upstream, readFile(t, "docs/examples/orders.rules.yaml"), "{level: info, format: json}",
 		fmt.Sprintf("cluster: {nats: {urls: [%q]}, node: %s}\n", ns.URL(), name))
 	p := startBinary(t, command, "--config", path)
@@ -685,7 +694,6 @@ func startBinaryCommandIn(t *testing.T, dir, command string, ns *natstest.Server
 		})
 		n.adminURL = "http://" + admin
 	}
-	waitNATS(t, &sidecar{adminURL: n.adminURL}, "ok")
 	return n
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -156,16 +155,4 @@ func operatorWithUser(t *testing.T) (func(*server.Options), string) {
 		must(resolver.Store(appPub, appJWT))
 		o.TrustedOperators, o.AccountResolver, o.SystemAccount = []*jwt.OperatorClaims{opClaims}, resolver, sysPub
 	}, path
-}
-
-// readyzBody returns /readyz's status code and body.
-func readyzBody(t *testing.T, sc *sidecar) (int, string) {
-	t.Helper()
-	resp, err := http.Get(sc.adminURL + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
 }

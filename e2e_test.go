@@ -558,19 +558,14 @@ func TestAdminAgainstRealOutbox(t *testing.T) {
 	// The receiver has the redelivery before the outbox records its
 	// success; until then the delivery is PENDING, and webhookReplay
 	// leaves pending deliveries alone (and does not count them).
-	var redeliveredState struct {
-		Deliveries []struct{ State string }
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testkit.Eventually(t, 10*time.Second, "the redelivery recorded as SUCCEEDED", func() bool {
+		var ev struct {
+			Deliveries []struct{ State string }
+		}
 		gql(t, sc.adminURL, `query($id: ID!) { event(id: $id) { deliveries { state } } }`, map[string]any{"id": first.ID}).
-			into(t, "event", &redeliveredState)
-		if d := redeliveredState.Deliveries; len(d) == 1 && d[0].State == "SUCCEEDED" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the redelivery is not recorded as SUCCEEDED after 10 s: %+v", redeliveredState)
-		}
-	}
+			into(t, "event", &ev)
+		return len(ev.Deliveries) == 1 && ev.Deliveries[0].State == "SUCCEEDED"
+	})
 
 	// webhookReplay queues every stored event of the type since then.
 	var replayed int

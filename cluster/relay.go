@@ -112,13 +112,11 @@ func (n *Node) runRelay(ctx context.Context) {
 		}
 	}()
 	for {
-		if rl.UnsharedStates() > 0 && n.nc.IsConnected() && n.buckets.Load() != nil {
-			// The `changed` values decided here during an outage go to the
-			// shared state first, before the backlog: until they are there,
-			// another node deciding a change of one of those subjects
-			// reports a stale previous value.
-			n.writeBackStates(ctx, rl)
-		}
+		// The `changed` values decided here during an outage go to the
+		// shared state first, before the backlog: until they are there,
+		// another node deciding a change of one of those subjects reports
+		// a stale previous value.
+		n.writeBackStates(ctx, rl)
 		evs, last, err := rl.RelayBatch(ctx, after, relayWindow)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, outbox.ErrClosed) {

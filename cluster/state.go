@@ -105,6 +105,12 @@ type writeBack interface {
 // shared value whichever node writes first (best effort: it relies on
 // the nodes' clocks). Those it cannot write go back for the next try.
 func (n *Node) writeBackStates(ctx context.Context, local writeBack) {
+	if local.UnsharedStates() == 0 {
+		return
+	}
+	if _, err := n.ready(); err != nil {
+		return // NATS or its buckets not usable yet: nothing to try
+	}
 	us := local.TakeUnsharedStates()
 	if len(us) == 0 {
 		return
