@@ -196,7 +196,7 @@ func (o *Outbox) ForgetUnsharedStates(ctx context.Context, us []UnsharedState) e
 
 // loadUnshared takes the `changed` values decided during an outage that
 // were not written back before the process stopped: the latest of each
-// key, in the order they were decided.
+// key (the keys sort by state key, then decision time).
 func (o *Outbox) loadUnshared(txn *badger.Txn) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixUnshared, PrefetchValues: true, PrefetchSize: 64})
 	defer it.Close()
