@@ -39,6 +39,8 @@ func TestCLI(t *testing.T) {
 			"rule order-created: emits ORDER_CREATED for subject \"17\"", ""},
 		{"rules test no match", []string{"rules", "test", "--config", "config.example.yaml", "--exchange", "testdata/exchange-other.json"}, 0,
 			"no rule's method and path match", ""},
+		{"rules test keeps an encoded slash in its segment, as the proxy does", []string{"rules", "test", "--config", "config.example.yaml", "--exchange", "testdata/exchange-cancel-encoded.json"}, 0,
+			"rule order-canceled: emits ORDER_CANCELED for subject \"a/b\"", ""},
 		{"rules test needs exchange", []string{"rules", "test", "--config", "config.example.yaml"}, 2, "", "--exchange EX.json is required"},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/eventtap/eventtap/admin"
 	"github.com/eventtap/eventtap/cluster"
+	"github.com/eventtap/eventtap/configerr"
 	"github.com/eventtap/eventtap/outbox"
 	"github.com/eventtap/eventtap/proxy"
 	"github.com/eventtap/eventtap/rules"
@@ -58,9 +60,37 @@ func configFlag(name string, args []string, stderr io.Writer, extra func(*flag.F
 
 // printProblems writes every leaf of err on its own line.
 func printProblems(w io.Writer, err error) {
-	for _, e := range flatten(err) {
+	for _, e := range inFileOrder(flatten(err)) {
 		fmt.Fprintln(w, e)
 	}
+}
+
+// inFileOrder sorts problems as a reader meets them: files in the order
+// they first come up, and by line and column within a file. The checks run
+// section by section, so they find problems in another order.
+func inFileOrder(errs []error) []error {
+	type placed struct {
+		err             error
+		file, line, col int
+	}
+	files := map[string]int{}
+	ps := make([]placed, len(errs))
+	for i, e := range errs {
+		ps[i] = placed{err: e, file: 1 << 30} // unplaced: after every placed one
+		if ce := configerr.As(e); ce != nil {
+			if _, ok := files[ce.File]; !ok {
+				files[ce.File] = len(files)
+			}
+			ps[i] = placed{e, files[ce.File], ce.Line, ce.Column}
+		}
+	}
+	slices.SortStableFunc(ps, func(a, b placed) int {
+		return cmp.Or(cmp.Compare(a.file, b.file), cmp.Compare(a.line, b.line), cmp.Compare(a.col, b.col))
+	})
+	for i, p := range ps {
+		errs[i] = p.err
+	}
+	return errs
 }
 
 // loadAll loads the configuration and compiles its rules, reporting the

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -180,10 +181,78 @@ func (g *guard) checkURL(raw string) error {
 		}
 	}
 	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	if addr, numeric, ok := legacyIPv4(name); numeric {
+		// Browsers and curl read these forms as addresses, Go's own
+		// resolver as names (which fail), so one URL would mean two
+		// things: refuse it and name the address.
+		if !ok {
+			return fmt.Errorf("%w: url %q: host %q ends in a number but is not an IPv4 address; write the address in dotted decimal, such as 203.0.113.7", ErrInvalid, raw, host)
+		}
+		if err := g.check(addr); err != nil {
+			return fmt.Errorf("%w: url %q: host %q is the address %s written as a number: %v", ErrInvalid, raw, host, addr, err)
+		}
+		return fmt.Errorf("%w: url %q: host %q is the address %s written as a number; write it in dotted decimal, %s", ErrInvalid, raw, host, addr, addr)
+	}
 	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
 		if g.check(netip.MustParseAddr("127.0.0.1")) != nil {
 			return fmt.Errorf("%w: url %q points at localhost; set delivery.allow_private_networks or add 127.0.0.0/8 to delivery.allowed_networks to allow it", ErrInvalid, raw)
 		}
 	}
 	return nil
+}
+
+// legacyIPv4 reads name as the WHATWG URL standard's IPv4 parser does
+// (https://url.spec.whatwg.org/#concept-ipv4-parser): a host whose last
+// label is a number is an address, its labels may be hexadecimal (0x7f),
+// octal (0177) or fewer than four (127.1, 2130706433). numeric reports
+// whether name ends in a number; ok whether it is then a valid address.
+func legacyIPv4(name string) (addr netip.Addr, numeric, ok bool) {
+	labels := strings.Split(name, ".")
+	last := labels[len(labels)-1]
+	isNumber := func(l string) (uint64, bool) {
+		base := 10
+		switch {
+		case len(l) >= 2 && (l[:2] == "0x" || l[:2] == "0X"):
+			l, base = l[2:], 16
+			if l == "" {
+				return 0, true
+			}
+		case len(l) >= 2 && l[0] == '0':
+			l, base = l[1:], 8
+		}
+		if l == "" || len(l) > 32 {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(l, base, 64)
+		return n, err == nil
+	}
+	if last == "" {
+		return netip.Addr{}, false, false
+	}
+	if _, isNum := isNumber(last); !isNum && strings.Trim(last, "0123456789") != "" {
+		return netip.Addr{}, false, false
+	}
+	if len(labels) > 4 {
+		return netip.Addr{}, true, false
+	}
+	var v uint64
+	for i, l := range labels {
+		n, isNum := isNumber(l)
+		if !isNum {
+			return netip.Addr{}, true, false
+		}
+		if i < len(labels)-1 {
+			if n > 255 {
+				return netip.Addr{}, true, false
+			}
+			v = v<<8 | n
+			continue
+		}
+		rest := 8 * uint(5-len(labels))
+		if n >= 1<<rest {
+			return netip.Addr{}, true, false
+		}
+		v = v<<rest | n
+	}
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true, true
 }

@@ -92,3 +92,36 @@ func TestRefusedKind(t *testing.T) {
 		}
 	}
 }
+
+// A host that ends in a number is an IPv4 address to browsers and curl
+// (the WHATWG URL standard), however it is written: such URLs are refused
+// at create time, naming the address, instead of being stored as names.
+func TestGuardNumericHosts(t *testing.T) {
+	strict, err := newGuard(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, _ := newGuard(Config{AllowPrivateNetworks: true})
+	for host, want := range map[string]string{
+		"0x7f000001": "127.0.0.1", "2130706433": "127.0.0.1", "0177.0.0.1": "127.0.0.1", "127.1": "127.0.0.1",
+		"0x7f.1": "127.0.0.1", "10.0x1": "10.0.0.1", "0X0A000001.": "10.0.0.1", "0xa9.254.169.254": "169.254.169.254",
+		"134744072": "8.8.8.8", "0x08.0x08.0x08.0x08": "8.8.8.8", "1.0x": "1.0.0.0",
+	} {
+		for _, g := range []*guard{strict, open} {
+			err := g.checkURL("http://" + host + "/hook")
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+				t.Errorf("checkURL(http://%s/hook) = %v, want refused naming %s", host, err, want)
+			}
+		}
+	}
+	for _, host := range []string{"1.2.3.4.5", "256.0.0.1", "08", "4294967296", "1..2"} {
+		if err := open.checkURL("http://" + host + "/"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not an IPv4 address") {
+			t.Errorf("checkURL(http://%s/) = %v, want refused as not an address", host, err)
+		}
+	}
+	for _, host := range []string{"example.com", "0x7f000001.example.com", "1e3.example", "a1", "0xz", "hooks.example.com."} {
+		if err := strict.checkURL("http://" + host + "/"); err != nil {
+			t.Errorf("checkURL(http://%s/) = %v, want accepted (a name)", host, err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -227,5 +228,15 @@ func TestEventTypes(t *testing.T) {
 	got[0] = "CHANGED"
 	if EventTypes(nil)[0] != OrderCreated {
 		t.Fatal("EventTypes returned shared storage")
+	}
+}
+
+// A message that lists the known event types offers only names that
+// would be accepted: event_types that Validate refuses are left out.
+func TestEventTypesLeaveOutRefusedNames(t *testing.T) {
+	got := EventTypes([]string{"lower_case", "ORDER_REFUNDED", "ORDER_CREATED", "ORDER_REFUNDED", "X_"})
+	want := append(EventTypes(nil), "ORDER_REFUNDED")
+	if !slices.Equal(got, want) {
+		t.Fatalf("EventTypes = %v, want %v", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -24,12 +25,19 @@ var builtinEventTypes = [...]string{
 	OrderCreated, OrderCanceled, OrderStatusChanged, OrderUpdated, ShipmentCreated, ShipmentCanceled,
 }
 
-// EventTypes returns the built-in event types followed by extra, in order.
+// EventTypes returns the built-in event types followed by extra, in order,
+// leaving out the names Config.Validate refuses (not UPPER_SNAKE, built-in,
+// repeated), so that messages listing the known types never offer one.
 // The result is a new slice that the caller may keep and modify.
 func EventTypes(extra []string) []string {
 	out := make([]string, 0, len(builtinEventTypes)+len(extra))
 	out = append(out, builtinEventTypes[:]...)
-	return append(out, extra...)
+	for _, t := range extra {
+		if isUpperSnake(t) && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Config is the part of the configuration file that rules owns: the

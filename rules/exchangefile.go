@@ -38,8 +38,9 @@ import (
 // A body given as a JSON object, array, number or boolean is that JSON text.
 // A body given as a string is the raw body text, so "not json" is a body that
 // is not JSON, and "{\"id\": 1}" is the same body as {"id": 1}. A null or
-// missing body is an empty body. The path is percent-decoded, as the proxy
-// sees it. Header names are canonicalised; a header given as a list has
+// missing body is an empty body. The path is written as a client sends it
+// and cleaned as the proxy cleans it (CleanPath), so "/orders/a%2Fb" is one
+// segment there as in real traffic. Header names are canonicalised; a header given as a list has
 // several values. Unknown keys are errors.
 func ParseExchange(data []byte) (*Exchange, error) {
 	var f struct {
@@ -86,7 +87,7 @@ func ParseExchange(data []byte) (*Exchange, error) {
 			bad("request.query", "is given both in request.path and here; keep one")
 		}
 	}
-	switch p, err := url.PathUnescape(path); {
+	switch _, err := url.PathUnescape(path); {
 	case path == "":
 		bad("request.path", "is required, such as \"/orders/42\"")
 	case !strings.HasPrefix(path, "/"):
@@ -94,7 +95,7 @@ func ParseExchange(data []byte) (*Exchange, error) {
 	case err != nil:
 		bad("request.path", "%q is not a valid URL path: %v", path, err)
 	default:
-		req.Path = p
+		req.Path = CleanPath(path)
 	}
 	if q, err := parseQuery(f.Request.Query); err != nil {
 		bad("request.query", "%v", err)
