@@ -34,11 +34,13 @@ import (
 const shutdownTimeout = 20 * time.Second
 
 // defaultMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT
-// is not set. Under full load (.ci/bench) the GC runs about 10 times a
-// second at this limit, not back to back, since Badger's compaction
-// buffers are kept small (outbox's badgerOptions); peak RSS, with the
-// binary and Badger's mapped files, was 114 MiB there (134-138 MiB with
-// 96 MiB). README "Performance" has the runs.
+// is not set. It keeps a bare run within ~128 MiB RSS (114-124 MiB peak in
+// .ci/bench). The price is paid only under sustained full load: Badger's
+// table builders keep 40-55 MiB live, so at this limit the GC then runs
+// back to back and takes up to half the CPU; the tapped rate fell from
+// ~4.5k to ~1.5-3k req/s within 30 s in README's runs, and stayed level
+// with GOMEMLIMIT=160MiB (RSS ~200 MiB). README "Performance" has the
+// trade-off; the Kubernetes examples set a higher GOMEMLIMIT.
 const defaultMemoryLimit = 80 << 20
 
 func configFlag(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (string, bool) {
