@@ -3,6 +3,8 @@ package delivery
 import (
 	"errors"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -124,4 +126,57 @@ func TestGuardNumericHosts(t *testing.T) {
 			t.Errorf("checkURL(http://%s/) = %v, want accepted (a name)", host, err)
 		}
 	}
+}
+
+// FuzzCheckURL: webhook URLs come from admin callers. Whatever the input,
+// checkURL does not panic, and a URL a strict guard accepts is absolute
+// http(s), carries no credentials, and its host is neither an address in
+// a refused range nor a number that browsers would read as one.
+func FuzzCheckURL(f *testing.F) {
+	for _, s := range []string{
+		"https://hooks.example.com/x", "http://0x7f000001/", "http://127.1/", "http://[::1]/", "http://localhost./",
+		"http://0177.0.0.1:8080/a?b", "http://1.2.3.4.5/", "http://u:p@example.com/", "ftp://example.com/", "http://0x/",
+		"http://08/", "http://%31%32%37.0.0.1/", "http://[fe80::1%25eth0]/", "http://example.com:99999/",
+	} {
+		f.Add(s)
+	}
+	strict, err := newGuard(Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if err := strict.checkURL(raw); err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("checkURL(%q) = %v, not ErrInvalid", raw, err)
+			}
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil || u.Hostname() == "" {
+			t.Fatalf("checkURL accepted %q (parse error %v)", raw, err)
+		}
+		name := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+		if addr, err := netip.ParseAddr(name); err == nil && strict.check(addr) != nil {
+			t.Fatalf("checkURL accepted %q, whose host is refused", raw)
+		}
+		if _, numeric, _ := legacyIPv4(name); numeric {
+			t.Fatalf("checkURL accepted %q, whose host ends in a number", raw)
+		}
+	})
+}
+
+// legacyIPv4 agrees with netip on canonical dotted-decimal addresses.
+func FuzzLegacyIPv4(f *testing.F) {
+	f.Add(uint32(0x7f000001))
+	f.Add(uint32(0))
+	f.Add(uint32(0xffffffff))
+	f.Fuzz(func(t *testing.T, v uint32) {
+		want := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		for _, form := range []string{want.String(), strconv.FormatUint(uint64(v), 10), "0x" + strconv.FormatUint(uint64(v), 16), "0" + strconv.FormatUint(uint64(v), 8)} {
+			got, numeric, ok := legacyIPv4(form)
+			if !numeric || !ok || got != want {
+				t.Fatalf("legacyIPv4(%q) = %v, %v, %v; want %v", form, got, numeric, ok, want)
+			}
+		}
+	})
 }
