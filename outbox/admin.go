@@ -162,11 +162,12 @@ func (o *Outbox) requeue(txn *badger.Txn, w *txnWriter, seq uint64, ev *eventRec
 		return err
 	}
 	rec := deliveryRecord{State: Pending, NextAttemptAt: now}
-	if err := w.set(badger.NewEntry(deliveryKey(seq, webhookID), rec.marshal())); err != nil {
-		return err
-	}
 	lv := laneValue{NextAttemptAt: now, ObservedAt: ev.ObservedAt}
-	if err := w.set(badger.NewEntry(laneKey(webhookID, ev.Subject, seq), lv.marshal())); err != nil {
+	// Together: a PENDING record without its lane entry would never be sent.
+	if err := w.group(
+		write{e: badger.NewEntry(deliveryKey(seq, webhookID), rec.marshal())},
+		write{e: badger.NewEntry(laneKey(webhookID, ev.Subject, seq), lv.marshal())},
+	); err != nil {
 		return err
 	}
 	*lanes = append(*lanes, laneEntry{WebhookID: webhookID, Subject: ev.Subject, Item: delivery.Item{Seq: seq, Due: now.UnixNano(), Observed: ev.ObservedAt.UnixNano()}})

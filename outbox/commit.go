@@ -269,6 +269,7 @@ func (c *committer) run(first *commitRequest) {
 		}
 	}
 	if b.err == nil && c.seq != o.seq {
+		b.units = append(b.units, len(b.writes))
 		_ = b.set(badger.NewEntry(keyMetaSeq, u64(nil, c.seq)))
 	}
 	o.seq = c.seq
@@ -311,6 +312,7 @@ func (c *committer) wait() error {
 func (c *committer) add(b *batch, r *commitRequest) {
 	o := c.o
 	b.reqs = append(b.reqs, r)
+	b.units = append(b.units, len(b.writes))
 	if r.attempt != nil {
 		b.events++
 	} else {
@@ -376,30 +378,58 @@ func (c *committer) add(b *batch, r *commitRequest) {
 }
 
 // write hands b's entries to Badger; finish runs when they are durable.
+// A batch larger than one Badger transaction is split between its units
+// (one exchange's events and states, one attempt's record, lane and log),
+// never inside one, so that a crash between the parts cannot leave, say, a
+// `changed` state without its event or a delivery record without its
+// lane entry.
 func (c *committer) write(b *batch) {
 	db := c.o.db
 	txn := db.NewTransaction(true)
+	budget := newTxnBudget(db)
+	if len(b.units) == 0 || b.units[0] != 0 {
+		b.units = slices.Insert(b.units, 0, 0)
+	}
 	apply := func(w write) error {
 		if w.del != nil {
 			return txn.Delete(w.del)
 		}
 		return txn.SetEntry(w.e)
 	}
-	for _, w := range b.writes {
-		err := apply(w)
-		if errors.Is(err, badger.ErrTxnTooBig) {
+	for u, start := range b.units {
+		end := len(b.writes)
+		if u+1 < len(b.units) {
+			end = b.units[u+1]
+		}
+		unit := b.writes[start:end]
+		if !budget.fits(unit) {
 			// Rare (bursts of large events): earlier parts are committed
 			// first; nothing of the batch is acknowledged before the last
 			// part is durable.
-			if err = txn.Commit(); err == nil {
-				txn = db.NewTransaction(true)
-				err = apply(w)
+			if err := txn.Commit(); err != nil {
+				c.finish(b, fmt.Errorf("outbox: writing batch: %w", err), true)
+				return
 			}
+			txn = db.NewTransaction(true)
+			budget.reset()
 		}
-		if err != nil {
-			txn.Discard()
-			c.finish(b, fmt.Errorf("outbox: writing batch: %w", err), true)
-			return
+		budget.add(unit)
+		for _, w := range unit {
+			err := apply(w)
+			if errors.Is(err, badger.ErrTxnTooBig) {
+				// One unit larger than a whole transaction (the budget
+				// counts as Badger does, so only then): split it.
+				if err = txn.Commit(); err == nil {
+					txn = db.NewTransaction(true)
+					budget.reset()
+					err = apply(w)
+				}
+			}
+			if err != nil {
+				txn.Discard()
+				c.finish(b, fmt.Errorf("outbox: writing batch: %w", err), true)
+				return
+			}
 		}
 	}
 	txn.CommitWith(func(err error) {
@@ -409,6 +439,55 @@ func (c *committer) write(b *batch) {
 		c.finish(b, err, true)
 	})
 }
+
+// txnBudget counts a transaction's writes as Badger's Txn.checkSize does,
+// so that a writer can start a new transaction before a group of writes
+// that must land together instead of learning from ErrTxnTooBig halfway
+// through it.
+type txnBudget struct {
+	maxCount, maxSize, valueThreshold int64
+	count, size                       int64
+}
+
+func newTxnBudget(db *badger.DB) txnBudget {
+	return txnBudget{maxCount: db.MaxBatchCount(), maxSize: db.MaxBatchSize(), valueThreshold: db.Opts().ValueThreshold}
+}
+
+// cost is what Badger charges for ws: per entry its key, its value or a
+// value pointer, two meta bytes and ten for the version.
+func (t *txnBudget) cost(ws []write) (count, size int64) {
+	for _, w := range ws {
+		count++
+		if w.del != nil {
+			size += int64(len(w.del)) + 2 + 10
+			continue
+		}
+		v := int64(len(w.e.Value))
+		if v >= t.valueThreshold {
+			v = 12
+		}
+		size += int64(len(w.e.Key)) + v + 2 + 10
+	}
+	return count, size
+}
+
+// fits reports whether ws fits in the transaction besides what it holds;
+// ws always fits an empty one (a unit larger than a transaction is split
+// by the caller).
+func (t *txnBudget) fits(ws []write) bool {
+	if t.count == 0 {
+		return true
+	}
+	n, sz := t.cost(ws)
+	return t.count+n < t.maxCount && t.size+sz < t.maxSize
+}
+
+func (t *txnBudget) add(ws []write) {
+	n, sz := t.cost(ws)
+	t.count, t.size = t.count+n, t.size+sz
+}
+
+func (t *txnBudget) reset() { t.count, t.size = 0, 0 }
 
 // finish acknowledges b's requests, feeds the dispatcher and releases whMu.
 // It runs on Badger's callback goroutine (or the committer's on failure);
@@ -457,10 +536,14 @@ type batch struct {
 	start      time.Time
 	now        time.Time
 	writes     []write
-	lanes      []laneEntry
-	recent     []recentEvent // for the first attempts (see recentEvents)
-	emits      []emitted
-	buf        []byte
+	// units are where each request's writes start in writes (and the
+	// sequence's): the parts a batch too large for one transaction may
+	// be split between.
+	units  []int
+	lanes  []laneEntry
+	recent []recentEvent // for the first attempts (see recentEvents)
+	emits  []emitted
+	buf    []byte
 }
 
 type emitted struct{ typ, rule string }
@@ -478,6 +561,7 @@ type laneEntry = delivery.Entry
 func (b *batch) recycle() {
 	clear(b.writes)
 	b.writes = b.writes[:0]
+	b.units = b.units[:0]
 	b.lanes, b.emits = b.lanes[:0], b.emits[:0]
 	clear(b.recent)
 	b.recent = b.recent[:0]
@@ -505,6 +589,7 @@ func (b *batch) delete(key []byte) error {
 type txnWriter struct {
 	db      *badger.DB
 	txn     *badger.Txn
+	budget  txnBudget
 	pending int
 	errs    chan error
 	first   error
@@ -516,25 +601,41 @@ func (o *Outbox) newTxnWriter() (*txnWriter, error) {
 	if err := o.space.check(); err != nil {
 		return nil, err
 	}
-	return &txnWriter{db: o.db, txn: o.db.NewTransaction(true), errs: make(chan error, 64)}, nil
+	return &txnWriter{db: o.db, txn: o.db.NewTransaction(true), budget: newTxnBudget(o.db), errs: make(chan error, 64)}, nil
 }
 
-func (w *txnWriter) set(e *badger.Entry) error {
-	err := w.txn.SetEntry(e)
-	if errors.Is(err, badger.ErrTxnTooBig) {
-		w.flush()
-		err = w.txn.SetEntry(e)
-	}
-	return err
-}
+func (w *txnWriter) set(e *badger.Entry) error { return w.group(write{e: e}) }
 
-func (w *txnWriter) delete(key []byte) error {
-	err := w.txn.Delete(key)
-	if errors.Is(err, badger.ErrTxnTooBig) {
+func (w *txnWriter) delete(key []byte) error { return w.group(write{del: key}) }
+
+// group writes ws in one transaction, starting a new one first when they
+// would not fit in the current one: writes that belong together (a
+// delivery record and its lane entry) are never split by a crash.
+func (w *txnWriter) group(ws ...write) error {
+	if !w.budget.fits(ws) {
 		w.flush()
-		err = w.txn.Delete(key)
 	}
-	return err
+	w.budget.add(ws)
+	for _, x := range ws {
+		var err error
+		if x.del != nil {
+			err = w.txn.Delete(x.del)
+		} else {
+			err = w.txn.SetEntry(x.e)
+		}
+		if errors.Is(err, badger.ErrTxnTooBig) { // a group larger than a transaction
+			w.flush()
+			if x.del != nil {
+				err = w.txn.Delete(x.del)
+			} else {
+				err = w.txn.SetEntry(x.e)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *txnWriter) flush() {
@@ -548,6 +649,7 @@ func (w *txnWriter) flush() {
 	}
 	w.txn.CommitWith(func(err error) { w.errs <- err })
 	w.txn = w.db.NewTransaction(true)
+	w.budget.reset()
 }
 
 func (w *txnWriter) commit() error {
