@@ -34,13 +34,13 @@ import (
 const shutdownTimeout = 20 * time.Second
 
 // defaultMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT
-// is not set. It keeps a bare run within ~128 MiB RSS (114-124 MiB peak in
-// .ci/bench). The price is paid only under sustained full load: Badger's
-// table builders keep 40-55 MiB live, so at this limit the GC then runs
-// back to back and takes up to half the CPU; the tapped rate fell from
-// ~4.5k to ~1.5-3k req/s within 30 s in README's runs, and stayed level
-// with GOMEMLIMIT=160MiB (RSS ~200 MiB). README "Performance" has the
-// trade-off; the Kubernetes examples set a higher GOMEMLIMIT.
+// is not set. It keeps a bare run near 128 MiB RSS (.ci/bench). The price
+// is paid only under sustained full load: Badger's table builders keep
+// 40-55 MiB live, so the GC runs often; with 4 MiB memtables it ran back
+// to back and the tapped rate fell by half within 30 s, with 2 MiB ones
+// (outbox) it keeps ~4k req/s. GOMEMLIMIT=160MiB holds the rate level for
+// ~200 MiB RSS. README "Performance" has the runs; the Kubernetes examples
+// set a higher GOMEMLIMIT.
 const defaultMemoryLimit = 80 << 20
 
 func configFlag(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (string, bool) {

@@ -294,8 +294,8 @@ func badgerOptions(storage StorageConfig, logger *slog.Logger) badger.Options {
 		// it (~2x) are live heap. At the 80 MiB soft limit (serve.go)
 		// 4 MiB memtables left the GC a few MiB of room under sustained
 		// full load: up to 2,000 GC runs in 8 s and the tapped rate
-		// falling from ~5k to ~1.5-2.9k req/s within 30 s. 2 MiB: 150-335
-		// runs and 4.2-4.4k req/s in the same 4th round, for the same
+		// falling from ~5k to ~1.5-2.9k req/s within 30 s. 2 MiB: 127-335
+		// runs and 3.7-4.4k req/s in the same 4th round, for the same
 		// peak RSS (A/B runs in README "Performance"). Transactions split
 		// where a batch outgrows 15% of it (commit.go).
 		WithMemTableSize(2 << 20).
