@@ -387,22 +387,16 @@ func (c *committer) write(b *batch) {
 	db := c.o.db
 	txn := db.NewTransaction(true)
 	budget := newTxnBudget(db)
-	if len(b.units) == 0 || b.units[0] != 0 {
-		b.units = slices.Insert(b.units, 0, 0)
-	}
-	apply := func(w write) error {
-		if w.del != nil {
-			return txn.Delete(w.del)
+	for u := range b.units {
+		start, end := b.units[u], len(b.writes)
+		if u == 0 {
+			start = 0 // nothing is written before the first unit; if it were, it goes with it
 		}
-		return txn.SetEntry(w.e)
-	}
-	for u, start := range b.units {
-		end := len(b.writes)
 		if u+1 < len(b.units) {
 			end = b.units[u+1]
 		}
 		unit := b.writes[start:end]
-		if !budget.fits(unit) {
+		if budget.admit(unit) {
 			// Rare (bursts of large events): earlier parts are committed
 			// first; nothing of the batch is acknowledged before the last
 			// part is durable.
@@ -411,18 +405,16 @@ func (c *committer) write(b *batch) {
 				return
 			}
 			txn = db.NewTransaction(true)
-			budget.reset()
 		}
-		budget.add(unit)
 		for _, w := range unit {
-			err := apply(w)
+			err := w.apply(txn)
 			if errors.Is(err, badger.ErrTxnTooBig) {
 				// One unit larger than a whole transaction (the budget
 				// counts as Badger does, so only then): split it.
 				if err = txn.Commit(); err == nil {
 					txn = db.NewTransaction(true)
 					budget.reset()
-					err = apply(w)
+					err = w.apply(txn)
 				}
 			}
 			if err != nil {
@@ -471,20 +463,18 @@ func (t *txnBudget) cost(ws []write) (count, size int64) {
 	return count, size
 }
 
-// fits reports whether ws fits in the transaction besides what it holds;
-// ws always fits an empty one (a unit larger than a transaction is split
-// by the caller).
-func (t *txnBudget) fits(ws []write) bool {
-	if t.count == 0 {
+// admit counts ws into the transaction and reports whether they need a
+// new one: they do not fit besides what the current one holds. ws always
+// fit an empty one; a unit larger than a whole transaction is split by
+// the caller on ErrTxnTooBig.
+func (t *txnBudget) admit(ws []write) (startNew bool) {
+	n, sz := t.cost(ws)
+	if t.count > 0 && (t.count+n >= t.maxCount || t.size+sz >= t.maxSize) {
+		t.count, t.size = n, sz
 		return true
 	}
-	n, sz := t.cost(ws)
-	return t.count+n < t.maxCount && t.size+sz < t.maxSize
-}
-
-func (t *txnBudget) add(ws []write) {
-	n, sz := t.cost(ws)
 	t.count, t.size = t.count+n, t.size+sz
+	return false
 }
 
 func (t *txnBudget) reset() { t.count, t.size = 0, 0 }
@@ -555,6 +545,13 @@ type write struct {
 	del []byte
 }
 
+func (w write) apply(txn *badger.Txn) error {
+	if w.del != nil {
+		return txn.Delete(w.del)
+	}
+	return txn.SetEntry(w.e)
+}
+
 type laneEntry = delivery.Entry
 
 // recycle empties b for new requests.
@@ -612,24 +609,15 @@ func (w *txnWriter) delete(key []byte) error { return w.group(write{del: key}) }
 // would not fit in the current one: writes that belong together (a
 // delivery record and its lane entry) are never split by a crash.
 func (w *txnWriter) group(ws ...write) error {
-	if !w.budget.fits(ws) {
+	if w.budget.admit(ws) {
 		w.flush()
 	}
-	w.budget.add(ws)
 	for _, x := range ws {
-		var err error
-		if x.del != nil {
-			err = w.txn.Delete(x.del)
-		} else {
-			err = w.txn.SetEntry(x.e)
-		}
+		err := x.apply(w.txn)
 		if errors.Is(err, badger.ErrTxnTooBig) { // a group larger than a transaction
 			w.flush()
-			if x.del != nil {
-				err = w.txn.Delete(x.del)
-			} else {
-				err = w.txn.SetEntry(x.e)
-			}
+			w.budget.reset()
+			err = x.apply(w.txn)
 		}
 		if err != nil {
 			return err
@@ -649,7 +637,6 @@ func (w *txnWriter) flush() {
 	}
 	w.txn.CommitWith(func(err error) { w.errs <- err })
 	w.txn = w.db.NewTransaction(true)
-	w.budget.reset()
 }
 
 func (w *txnWriter) commit() error {
